@@ -1,0 +1,280 @@
+//! Reads one request head out of a connection's buffer and reduces it to the few facts keiko acts
+//! on: method, path, and whether the connection may stay open.
+//!
+//! httparse does the parsing (strictly: no obs-fold, no stray whitespace). This module adds the
+//! rules that keep framing unambiguous, because keiko never reads request bodies: a GET or HEAD
+//! that announces a body is refused, any request that carries one ends its connection, and the
+//! shapes used for request smuggling (Content-Length with Transfer-Encoding, duplicate or
+//! malformed Content-Length, a missing or doubled Host on HTTP/1.1) are rejected outright.
+//! Parsing borrows from the buffer and never allocates.
+
+use super::response::Connection;
+
+/// Largest request head (request line, headers and the blank line) keiko accepts.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// More header lines than this is answered like an oversized head.
+const MAX_HEADERS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'b> {
+    pub method: Method,
+    /// The request target up to (not including) any query string.
+    pub path: &'b [u8],
+    /// What the client allows for the connection after the response.
+    pub connection: Connection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Malformed or ambiguous request: 400, then close.
+    BadRequest,
+    /// Head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] lines: 431, then close.
+    HeadTooLarge,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'b> {
+    /// A whole request head; `len` bytes of the buffer belong to it.
+    Complete {
+        request: Request<'b>,
+        len: usize,
+    },
+    /// The head is not complete yet: read more.
+    Partial,
+    Rejected(Rejection),
+}
+
+/// Parses the request head at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => return Parsed::Rejected(Rejection::HeadTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Parsed::Rejected(Rejection::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Rejected(Rejection::HeadTooLarge),
+        Err(_) => return Parsed::Rejected(Rejection::BadRequest),
+    };
+    match interpret(&req) {
+        Ok(request) => Parsed::Complete { request, len },
+        Err(rejection) => Parsed::Rejected(rejection),
+    }
+}
+
+fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejection> {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(Rejection::BadRequest);
+    };
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        _ => Method::Other,
+    };
+    let http10 = version == 0;
+
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let (mut close, mut keep_alive) = (false, false);
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err(Rejection::BadRequest);
+            }
+            content_length = Some(parse_length(h.value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    if hosts > 1 || (!http10 && hosts == 0) || (chunked && content_length.is_some()) {
+        return Err(Rejection::BadRequest);
+    }
+    let has_body = chunked || content_length.is_some_and(|n| n > 0);
+    if has_body && method != Method::Other {
+        return Err(Rejection::BadRequest);
+    }
+
+    let connection = if close || has_body {
+        // A body keiko does not read leaves no way to find the next request: close after this one.
+        Connection::Close
+    } else if !http10 {
+        Connection::KeepAlive
+    } else if keep_alive {
+        Connection::KeepAliveHttp10
+    } else {
+        Connection::Close
+    };
+    let target = target.as_bytes();
+    let path = target.split(|&b| b == b'?').next().unwrap_or(target);
+    Ok(Request { method, path, connection })
+}
+
+/// A Content-Length value: decimal digits only (no sign, no list, no spaces).
+fn parse_length(value: &[u8]) -> Result<u64, Rejection> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Rejection::BadRequest);
+    }
+    Ok(value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(raw: &[u8]) -> (Request<'_>, usize) {
+        match parse(raw) {
+            Parsed::Complete { request, len } => (request, len),
+            other => {
+                panic!("expected a complete request for {:?}, got {other:?}", String::from_utf8_lossy(raw))
+            }
+        }
+    }
+
+    fn rejected(raw: &[u8]) -> Rejection {
+        match parse(raw) {
+            Parsed::Rejected(r) => r,
+            other => panic!("expected a rejection for {:?}, got {other:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn simple_get_keeps_the_connection_open() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (req, len) = complete(raw);
+        assert_eq!(len, raw.len());
+        assert_eq!(req, Request { method: Method::Get, path: b"/", connection: Connection::KeepAlive });
+    }
+
+    #[test]
+    fn query_string_is_not_part_of_the_path() {
+        let (req, _) = complete(b"HEAD /?x=1&y=2 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((req.method, req.path), (Method::Head, &b"/"[..]));
+        let (req, _) = complete(b"GET /images/a.png?download HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(req.path, b"/images/a.png");
+    }
+
+    #[test]
+    fn connection_rules_follow_the_http_version() {
+        let cases: [(&[u8], Connection); 6] = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Connection::Close),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", Connection::Close),
+            (b"GET / HTTP/1.0\r\n\r\n", Connection::Close),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Connection::KeepAliveHttp10),
+            (b"GET / HTTP/1.0\r\nConnection: te, Keep-Alive\r\n\r\n", Connection::KeepAliveHttp10),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n", Connection::KeepAlive),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(complete(raw).0.connection, want, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_taken_one_at_a_time() {
+        let raw = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c";
+        let (first, len) = complete(raw);
+        assert_eq!(first.path, b"/a");
+        let (second, len2) = complete(&raw[len..]);
+        assert_eq!(second.path, b"/b");
+        assert_eq!(parse(&raw[len + len2..]), Parsed::Partial);
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_is_partial() {
+        let raw = b"GET /hits HTTP/1.1\r\nHost: localhost\r\nUser-Agent: t\r\n\r\n";
+        for end in 0..raw.len() {
+            assert_eq!(parse(&raw[..end]), Parsed::Partial, "prefix of {end} bytes");
+        }
+        assert_eq!(complete(raw).1, raw.len());
+    }
+
+    #[test]
+    fn other_methods_parse_for_the_router_to_answer() {
+        let (req, _) = complete(b"DELETE /hits HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((req.method, req.connection), (Method::Other, Connection::KeepAlive));
+        let (req, _) = complete(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!((req.method, req.connection), (Method::Other, Connection::Close));
+    }
+
+    #[test]
+    fn bodies_on_get_and_head_are_refused() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"[..],
+            b"HEAD / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(rejected(raw), Rejection::BadRequest, "{:?}", String::from_utf8_lossy(raw));
+        }
+        let (req, _) = complete(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(req.connection, Connection::KeepAlive);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_bad_requests() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(rejected(raw), Rejection::BadRequest, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_bad_request() {
+        for raw in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad\0Header: 1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert_eq!(rejected(raw), Rejection::BadRequest, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn oversized_heads_are_refused() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        raw.resize(MAX_HEAD, b'a');
+        assert_eq!(rejected(&raw), Rejection::HeadTooLarge);
+
+        let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(rejected(&many), Rejection::HeadTooLarge);
+    }
+
+    #[test]
+    fn a_head_of_exactly_the_limit_is_accepted() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+        raw.resize(MAX_HEAD - 4, b'a');
+        raw.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(complete(&raw).1, MAX_HEAD);
+    }
+}

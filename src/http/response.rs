@@ -1,0 +1,243 @@
+//! Response bytes, built before they are needed.
+//!
+//! Every response is written as up to three slices in one writev:
+//!
+//! ```text
+//! [ head: status line + fixed headers ][ tail: Date, Connection, blank line ][ body ]
+//! ```
+//!
+//! Heads and bodies never change, so they are built once (image responses when the catalogue is
+//! built, the canned ones below at compile time) and shared by every thread. The tail holds the
+//! only parts that vary: the Date header, which each thread renders once a second into a fresh
+//! [`Tails`], and the Connection header, of which there are three variants. Serving a request is
+//! then choosing three slices, with no formatting and no copying.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
+
+/// What happens to the connection after a response, and the header that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// HTTP/1.1 default: stays open, no header needed.
+    KeepAlive,
+    /// An HTTP/1.0 client asked to keep the connection: confirm it with `Connection: keep-alive`.
+    KeepAliveHttp10,
+    /// Closed after the response: `Connection: close`.
+    Close,
+}
+
+/// The statuses keiko answers with (indexes the request counters in `metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok = 0,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    HeadTooLarge,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Ok,
+        Status::BadRequest,
+        Status::NotFound,
+        Status::MethodNotAllowed,
+        Status::RequestTimeout,
+        Status::HeadTooLarge,
+    ];
+
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::RequestTimeout => 408,
+            Status::HeadTooLarge => 431,
+        }
+    }
+}
+
+/// One second's worth of response tails for one thread: the Date header followed by each
+/// Connection variant and the blank line that ends the head.
+pub struct Tails {
+    keep_alive: Box<[u8]>,
+    keep_alive_http10: Box<[u8]>,
+    close: Box<[u8]>,
+}
+
+impl Tails {
+    pub fn at(time: SystemTime) -> Tails {
+        let date = httpdate::fmt_http_date(time);
+        let tail =
+            |connection: &str| format!("Date: {date}\r\n{connection}\r\n").into_bytes().into_boxed_slice();
+        Tails {
+            keep_alive: tail(""),
+            keep_alive_http10: tail("Connection: keep-alive\r\n"),
+            close: tail("Connection: close\r\n"),
+        }
+    }
+
+    pub fn get(&self, connection: Connection) -> &[u8] {
+        match connection {
+            Connection::KeepAlive => &self.keep_alive,
+            Connection::KeepAliveHttp10 => &self.keep_alive_http10,
+            Connection::Close => &self.close,
+        }
+    }
+}
+
+/// A fixed response: head (without the tail) and body.
+pub struct Canned {
+    pub status: Status,
+    pub head: &'static [u8],
+    pub body: &'static [u8],
+}
+
+/// Heads of the canned responses, with their Content-Length written out (a unit test checks them).
+macro_rules! canned {
+    ($status:expr, $line:literal, $extra:literal, $body:literal, $len:literal) => {
+        Canned {
+            status: $status,
+            head: concat!(
+                "HTTP/1.1 ",
+                $line,
+                "\r\nServer: keiko\r\nContent-Type: text/plain; charset=utf-8\r\n",
+                $extra,
+                "Content-Length: ",
+                $len,
+                "\r\n"
+            )
+            .as_bytes(),
+            body: $body.as_bytes(),
+        }
+    };
+}
+
+pub static HEALTHY: Canned = canned!(Status::Ok, "200 OK", "Cache-Control: no-store\r\n", "ok\n", "3");
+pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
+pub static NOT_FOUND: Canned = canned!(Status::NotFound, "404 Not Found", "", "not found\n", "10");
+pub static METHOD_NOT_ALLOWED: Canned = canned!(
+    Status::MethodNotAllowed,
+    "405 Method Not Allowed",
+    "Allow: GET, HEAD\r\n",
+    "method not allowed\n",
+    "19"
+);
+pub static REQUEST_TIMEOUT: Canned =
+    canned!(Status::RequestTimeout, "408 Request Timeout", "", "request timeout\n", "16");
+pub static HEAD_TOO_LARGE: Canned = canned!(
+    Status::HeadTooLarge,
+    "431 Request Header Fields Too Large",
+    "",
+    "request header fields too large\n",
+    "32"
+);
+
+/// The head of an image response. `name` is the source file name, escaped for the header.
+pub fn image_head(name: &str, body_len: usize) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nServer: keiko\r\nContent-Type: image/webp\r\nContent-Length: {body_len}\r\n\
+         Cache-Control: no-store\r\nX-Image-Name: {}\r\n",
+        header_safe(name)
+    )
+    .into_bytes()
+}
+
+/// A 200 response rendered on request (`/hits`, `/metrics`): head and body in one buffer, the body
+/// starting at the returned offset. `out` is cleared first so a connection can reuse it.
+pub fn render_ok(out: &mut Vec<u8>, content_type: &str, body: impl FnOnce(&mut Vec<u8>)) -> usize {
+    out.clear();
+    body(out);
+    let body_len = out.len();
+    let mut head = String::with_capacity(128);
+    let _ = write!(
+        head,
+        "HTTP/1.1 200 OK\r\nServer: keiko\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n\
+         Cache-Control: no-store\r\n"
+    );
+    out.splice(0..0, head.bytes());
+    head.len()
+}
+
+/// Bytes that may not appear raw in a header value, plus `%` so that escaping can be undone:
+/// controls (CR and LF among them), space, quotes, backslash; everything non-ASCII is escaped too.
+const UNSAFE_IN_HEADER: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%').add(b'\\').add(b'\'');
+
+/// `name` as a header value: unchanged when every byte is safe, percent-encoded otherwise. The
+/// result is also a valid `/images/<name>` path segment.
+pub fn header_safe(name: &str) -> Cow<'_, str> {
+    percent_encode(name.as_bytes(), UNSAFE_IN_HEADER).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+    }
+
+    #[test]
+    fn canned_lengths_match_their_bodies() {
+        for c in [&HEALTHY, &BAD_REQUEST, &NOT_FOUND, &METHOD_NOT_ALLOWED, &REQUEST_TIMEOUT, &HEAD_TOO_LARGE]
+        {
+            let head = std::str::from_utf8(c.head).unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {} ", c.status.code())), "{head}");
+            assert_eq!(header(head, "Content-Length"), Some(c.body.len().to_string().as_str()), "{head}");
+            assert!(head.ends_with("\r\n") && !head.ends_with("\r\n\r\n"), "{head}");
+        }
+        assert!(std::str::from_utf8(METHOD_NOT_ALLOWED.head).unwrap().contains("\r\nAllow: GET, HEAD\r\n"));
+    }
+
+    #[test]
+    fn tails_carry_date_connection_and_the_blank_line() {
+        let t = Tails::at(UNIX_EPOCH + Duration::from_secs(784_111_777));
+        assert_eq!(t.get(Connection::KeepAlive), b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+        assert_eq!(
+            t.get(Connection::Close),
+            b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            t.get(Connection::KeepAliveHttp10),
+            b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn image_head_names_the_image() {
+        let head = String::from_utf8(image_head("cat.png", 1234)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert_eq!(header(&head, "Content-Type"), Some("image/webp"));
+        assert_eq!(header(&head, "Content-Length"), Some("1234"));
+        assert_eq!(header(&head, "Cache-Control"), Some("no-store"));
+        assert_eq!(header(&head, "X-Image-Name"), Some("cat.png"));
+    }
+
+    #[test]
+    fn unsafe_names_are_escaped_not_copied() {
+        assert_eq!(header_safe("plain-name_1.jpg"), "plain-name_1.jpg");
+        assert_eq!(header_safe("evil\r\nSet-Cookie: x.png"), "evil%0D%0ASet-Cookie:%20x.png");
+        assert_eq!(header_safe("say \"hi\".gif"), "say%20%22hi%22.gif");
+        assert_eq!(header_safe("café.png"), "caf%C3%A9.png");
+        assert_eq!(header_safe("100%.png"), "100%25.png");
+        assert_eq!(header_safe("back\\slash.png"), "back%5Cslash.png");
+        let head = image_head("a\rb\nc.png", 1);
+        assert_eq!(head.iter().filter(|&&b| b == b'\r').count(), 6, "only the line ends may hold CR");
+    }
+
+    #[test]
+    fn rendered_responses_count_their_body() {
+        let mut out = b"stale".to_vec();
+        let at = render_ok(&mut out, "application/json", |b| b.extend_from_slice(b"{\"a\":1}"));
+        let head = std::str::from_utf8(&out[..at]).unwrap();
+        assert_eq!(&out[at..], b"{\"a\":1}");
+        assert_eq!(header(head, "Content-Length"), Some("7"));
+        assert_eq!(header(head, "Content-Type"), Some("application/json"));
+    }
+}

@@ -1,0 +1,80 @@
+//! keiko: serves a random image from a directory as WebP, from memory, on one io_uring event loop
+//! per core, and records every hit in SQLite without ever making a request wait for it.
+//!
+//! ```text
+//!  startup:  images/ --decode+encode on every core--> catalog (immutable, &'static)
+//!  serving:  client --> loop 0..N (monoio, SO_REUSEPORT) --pre-built bytes--> client
+//!                            | hit (8 bytes, try_send)
+//!                            v
+//!            crossbeam channel --> writer thread --one transaction per flush--> SQLite (WAL)
+//! ```
+//!
+//! [`run`] wires the pieces together in that order and owns the shutdown sequence: stop the
+//! loops, then let the writer flush every hit they handed over.
+
+pub mod catalog;
+pub mod config;
+pub mod hits;
+pub mod http;
+pub mod metrics;
+pub mod server;
+
+use std::time::Instant;
+
+use anyhow::Context;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::hits::{Store, Totals};
+use crate::metrics::Metrics;
+use crate::server::{Driver, Shared};
+
+/// Runs keiko until SIGINT or SIGTERM; an error means it could not start.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let threads = config.thread_count()?;
+    let store = Store::open(&config.db)?;
+    let known = store.counts().with_context(|| format!("cannot read hits from {}", config.db.display()))?;
+    let catalog = leak(Catalog::load(&config.images, config::available_cores())?);
+    let totals =
+        leak(Totals::new(catalog.entries().iter().map(|e| known.get(&e.name).copied().unwrap_or(0))));
+    let metrics = leak(Metrics::new(threads));
+
+    let listeners = server::bind(config.addr, threads)?;
+    let addr = listeners[0].local_addr()?;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    let (hits_tx, hits_rx) = hits::channel();
+    let names = catalog.entries().iter().map(|e| e.name.clone()).collect();
+    let writer = hits::spawn_writer(store, hits_rx, names, totals, &metrics.writer, config.flush_interval())
+        .context("cannot start the hit writer")?;
+    let shared = leak(Shared::new(catalog, totals, metrics, config.header_timeout()));
+    let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
+    tracing::info!(
+        "ready: listening on http://{addr}, {threads} thread(s) ({}), {} images, cache {:.1} MiB, started in {} ms",
+        driver.name(),
+        catalog.len(),
+        catalog.bytes() as f64 / (1024.0 * 1024.0),
+        started.elapsed().as_millis()
+    );
+
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    tracing::info!("received {}, shutting down", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
+    server.stop();
+    if writer.finish().is_err() {
+        anyhow::bail!("the hit writer panicked: hits since the last flush are lost");
+    }
+    tracing::info!(
+        "stopped: {} hits served, {} written to {}",
+        metrics.hits_served(),
+        metrics.writer.persisted(),
+        config.db.display()
+    );
+    Ok(())
+}
+
+/// Startup state that lives as long as the process, shared by reference and never copied.
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
+}

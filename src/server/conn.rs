@@ -1,0 +1,188 @@
+//! One client connection, from accept to close: read request heads into a fixed 8 KiB buffer,
+//! answer every complete one in order (pipelining), go back to reading.
+//!
+//! This is the hot path. Per request it must never lock, allocate or block: parsing borrows from
+//! the buffer, an answer is a choice of pre-built slices loaded into the connection's reusable
+//! [`Wire`], a hit is a non-blocking `try_send`, and the counters belong to this thread alone.
+//! (`/hits` and `/metrics` are rendered on demand into the Wire's reusable buffer; they are
+//! diagnostics, not the hot path.)
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+
+use super::wire::{write_all, Wire};
+use super::worker::Worker;
+use crate::http::request::{self, Method, Parsed, Rejection, Request, MAX_HEAD};
+use crate::http::response::{self, Canned, Connection, Status};
+use crate::http::route::{route, Route};
+
+/// After an error response, how long and how much the client may still send before the close.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// What was sent, for the counters and for what happens next.
+struct Answer {
+    route: Route,
+    status: Status,
+    connection: Connection,
+    hit: Option<usize>,
+}
+
+pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
+    let _ = stream.set_nodelay(true);
+    let slot = w.conns.open(stream.as_raw_fd(), w.stats);
+    let mut buf = Vec::with_capacity(MAX_HEAD);
+    let mut wire = Wire::new();
+    // When the connection began waiting for the request now being read (coarse clock).
+    let mut request_since = None;
+    loop {
+        let mut used = 0;
+        loop {
+            let answer = match request::parse(&buf[used..]) {
+                Parsed::Partial => break,
+                Parsed::Complete { request, len } => {
+                    used += len;
+                    request_since = None;
+                    answer(&w, &request, &mut wire)
+                }
+                Parsed::Rejected(rejection) => reject(&w, rejection, &mut wire),
+            };
+            let (written, back) = write_all(&mut stream, wire).await;
+            wire = back;
+            w.stats.request(answer.route, answer.status);
+            if written.is_err() {
+                return;
+            }
+            if let Some(image) = answer.hit {
+                w.hits.record(image);
+                w.stats.hit_served();
+            }
+            if answer.connection == Connection::Close {
+                if answer.status != Status::Ok {
+                    linger(&mut stream, buf).await;
+                }
+                return;
+            }
+        }
+        buf.drain(..used);
+
+        slot.waiting(*request_since.get_or_insert_with(|| w.now()));
+        let filled = buf.len();
+        let (read, back) = stream.read(buf.slice_mut(filled..MAX_HEAD)).await;
+        buf = back.into_inner();
+        slot.done_waiting();
+        if !matches!(read, Ok(n) if n > 0) {
+            if slot.expired() && !buf.is_empty() {
+                load_canned(&w, &response::REQUEST_TIMEOUT, Connection::Close, false, &mut wire);
+                let _ = write_all(&mut stream, wire).await;
+                w.stats.request(Route::Unknown, Status::RequestTimeout);
+            }
+            return;
+        }
+    }
+}
+
+fn answer(w: &Worker, req: &Request, wire: &mut Wire) -> Answer {
+    let connection = if w.stopping() { Connection::Close } else { req.connection };
+    let head_only = req.method == Method::Head;
+    let catalog = w.shared.catalog;
+    let (route, name) = route(req.path);
+    let canned = match (route, req.method) {
+        (Route::Unknown, _) => &response::NOT_FOUND,
+        (_, Method::Other) => &response::METHOD_NOT_ALLOWED,
+        (Route::Random, _) => return image(w, route, catalog.random(), connection, head_only, wire),
+        (Route::Image, _) => match catalog.find(name) {
+            Some(index) => return image(w, route, index, connection, head_only, wire),
+            None => &response::NOT_FOUND,
+        },
+        (Route::Health, _) => &response::HEALTHY,
+        (Route::Hits, _) => {
+            let body_at = response::render_ok(wire.rendered_mut(), "application/json", |out| {
+                w.shared.totals.write_json(catalog.entries().iter().map(|e| e.name.as_str()), out)
+            });
+            return rendered(w, route, body_at, connection, head_only, wire);
+        }
+        (Route::Metrics, _) => {
+            let body_at =
+                response::render_ok(wire.rendered_mut(), "text/plain; version=0.0.4; charset=utf-8", |out| {
+                    let mut text = String::new();
+                    w.shared.metrics.render(&mut text);
+                    out.extend_from_slice(text.as_bytes());
+                });
+            return rendered(w, route, body_at, connection, head_only, wire);
+        }
+    };
+    let status = load_canned(w, canned, connection, head_only, wire);
+    Answer { route, status, connection, hit: None }
+}
+
+fn image(
+    w: &Worker,
+    route: Route,
+    index: usize,
+    connection: Connection,
+    head_only: bool,
+    wire: &mut Wire,
+) -> Answer {
+    let entry = w.shared.catalog.entry(index);
+    let body: &'static [u8] = if head_only { &[] } else { &entry.body };
+    wire.load(&entry.head, w.tails(), connection, body);
+    Answer { route, status: Status::Ok, connection, hit: (!head_only).then_some(index) }
+}
+
+fn rendered(
+    w: &Worker,
+    route: Route,
+    body_at: usize,
+    connection: Connection,
+    head_only: bool,
+    wire: &mut Wire,
+) -> Answer {
+    wire.load_rendered(body_at, w.tails(), connection, head_only);
+    Answer { route, status: Status::Ok, connection, hit: None }
+}
+
+fn load_canned(
+    w: &Worker,
+    canned: &'static Canned,
+    connection: Connection,
+    head_only: bool,
+    wire: &mut Wire,
+) -> Status {
+    wire.load(canned.head, w.tails(), connection, if head_only { &[] } else { canned.body });
+    canned.status
+}
+
+fn reject(w: &Worker, rejection: Rejection, wire: &mut Wire) -> Answer {
+    let canned = match rejection {
+        Rejection::BadRequest => &response::BAD_REQUEST,
+        Rejection::HeadTooLarge => &response::HEAD_TOO_LARGE,
+    };
+    let status = load_canned(w, canned, Connection::Close, false, wire);
+    Answer { route: Route::Unknown, status, connection: Connection::Close, hit: None }
+}
+
+/// Closes after an error response without resetting the connection: stop sending, then read and
+/// discard what the client still sends for a moment, so that unread request bytes do not make
+/// the kernel answer with a reset that could destroy the response before the client reads it.
+async fn linger(stream: &mut TcpStream, mut buf: Vec<u8>) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            buf.clear();
+            let (read, back) = stream.read(buf).await;
+            buf = back;
+            match read {
+                Ok(n) if n > 0 => total += n,
+                _ => return,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(LINGER_TIME, drain).await;
+}

@@ -1,0 +1,175 @@
+//! The serving side: one OS thread per core, each running its own monoio event loop with its own
+//! SO_REUSEPORT listener, so the kernel spreads connections across the loops and no loop ever
+//! waits for another.
+//!
+//! This module binds the listeners (before any thread starts, so that a busy port is reported
+//! like any other startup error), starts the loops, waits until each one runs, and stops them.
+//! Stopping is driven from outside the loops: `shutdown(2)` on each listening socket wakes its
+//! pending accept with an error, and the loop, seeing the stop flag, drains its connections and
+//! returns. No accept or read future is ever dropped mid-flight to achieve this.
+
+mod conn;
+mod conns;
+mod wire;
+mod worker;
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossbeam_channel::Sender;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::catalog::Catalog;
+use crate::hits::{Hit, Recorder, Totals};
+use crate::metrics::Metrics;
+
+/// Pending-connection queue per listener: a spike of thousands of new connections must not
+/// overflow it (monoio's default of 1024 does). The kernel caps it at net.core.somaxconn.
+const BACKLOG: i32 = 4096;
+
+/// What every event loop reads and nothing writes after startup (but the stop flag).
+pub struct Shared {
+    pub catalog: &'static Catalog,
+    pub totals: &'static Totals,
+    pub metrics: &'static Metrics,
+    pub header_timeout: Duration,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(
+        catalog: &'static Catalog,
+        totals: &'static Totals,
+        metrics: &'static Metrics,
+        header_timeout: Duration,
+    ) -> Shared {
+        Shared { catalog, totals, metrics, header_timeout, stopping: AtomicBool::new(false) }
+    }
+}
+
+/// The event loop an I/O driver runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    /// monoio's legacy driver, for kernels or sandboxes without io_uring.
+    Epoll,
+}
+
+impl Driver {
+    /// io_uring when this kernel offers what monoio needs, epoll otherwise (with one warning).
+    pub fn detect() -> Driver {
+        if monoio::utils::detect_uring() {
+            return Driver::IoUring;
+        }
+        let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        let why = if forced { "MONOIO_FORCE_LEGACY_DRIVER is set" } else { "the kernel does not offer it" };
+        warn_io_uring_unavailable(why);
+        Driver::Epoll
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// The one warning about falling back to epoll, however many threads fall back.
+fn warn_io_uring_unavailable(why: &str) {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!("io_uring is not available ({why}): serving with the slower epoll driver")
+    });
+}
+
+/// `count` listening sockets on `addr`, all in one SO_REUSEPORT group.
+pub fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    // First a plain bind: with SO_REUSEPORT alone, a port that another program holds with
+    // SO_REUSEPORT too would be silently shared instead of reported as in use. It also turns
+    // port 0 into the actual port every listener must share.
+    let addr = std::net::TcpListener::bind(addr)
+        .and_then(|probe| probe.local_addr())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    (0..count)
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(BACKLOG)?;
+            Ok(socket.into())
+        })
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The running event loops.
+pub struct Server {
+    threads: Vec<JoinHandle<()>>,
+    /// Duplicates of the loops' listening sockets, to shut them down from outside.
+    listeners: Vec<std::net::TcpListener>,
+    shared: &'static Shared,
+}
+
+/// Starts one event loop per listener and returns once all of them serve.
+pub fn start(
+    listeners: Vec<std::net::TcpListener>,
+    shared: &'static Shared,
+    hits: Sender<Hit>,
+    driver: Driver,
+) -> anyhow::Result<(Server, Driver)> {
+    let (ready_tx, ready) = mpsc::channel();
+    let mut server = Server { threads: Vec::new(), listeners: Vec::new(), shared };
+    for (index, listener) in listeners.into_iter().enumerate() {
+        server.listeners.push(listener.try_clone().context("cannot duplicate a listening socket")?);
+        let recorder = Recorder::new(hits.clone(), shared.catalog.len());
+        let ready_tx = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("keiko-loop-{index}"))
+            .spawn(move || worker::run(index, listener, shared, recorder, driver, ready_tx))
+            .context("cannot start an event-loop thread")?;
+        server.threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut got = driver;
+    for _ in 0..server.threads.len() {
+        match ready.recv() {
+            Ok(Ok(Driver::Epoll)) => got = Driver::Epoll,
+            Ok(Ok(Driver::IoUring)) => {}
+            Ok(Err(e)) => {
+                server.stop();
+                anyhow::bail!(e);
+            }
+            Err(_) => {
+                server.stop();
+                anyhow::bail!("an event-loop thread ended during startup");
+            }
+        }
+    }
+    Ok((server, got))
+}
+
+impl Server {
+    /// Stops accepting, lets every loop finish the responses in flight, and waits for them.
+    pub fn stop(self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for listener in &self.listeners {
+            // Wakes the loop's pending accept with an error; the loop sees `stopping` and ends.
+            // SAFETY: plain syscall on a socket this struct keeps open.
+            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("an event-loop thread panicked");
+            }
+        }
+    }
+}

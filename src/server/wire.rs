@@ -1,0 +1,159 @@
+//! A response on its way to the socket: up to three byte slices handed to the kernel in one writev.
+//!
+//! monoio's rent-style I/O takes ownership of the buffer for as long as the kernel may read it, so
+//! the iovec array lives on the heap (its address must not move with the value) and the value
+//! keeps alive everything the iovecs point to: the per-second [`Tails`] through an `Rc`, and the
+//! bytes of a rendered response in `rendered`. Heads and bodies from the catalogue or the canned
+//! responses are `'static`. A connection allocates one `Wire` and reuses it for every response.
+
+use std::io;
+use std::rc::Rc;
+
+use monoio::buf::IoVecBuf;
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+
+use crate::http::response::{Connection, Tails};
+
+pub struct Wire {
+    iov: Box<[libc::iovec; 3]>,
+    /// First iovec not yet fully written.
+    first: usize,
+    tails: Option<Rc<Tails>>,
+    rendered: Vec<u8>,
+}
+
+impl Wire {
+    pub fn new() -> Wire {
+        Wire { iov: Box::new([iovec(&[]); 3]), first: 3, tails: None, rendered: Vec::new() }
+    }
+
+    /// Loads `head`, the tail for `connection`, then `body`.
+    pub fn load(
+        &mut self,
+        head: &'static [u8],
+        tails: Rc<Tails>,
+        connection: Connection,
+        body: &'static [u8],
+    ) {
+        *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
+        self.tails = Some(tails);
+        self.first = 0;
+    }
+
+    /// The buffer a rendered response is built in, for [`Wire::load_rendered`].
+    pub fn rendered_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.rendered
+    }
+
+    /// Loads the response in [`Wire::rendered_mut`]: head up to `body_at`, the tail, then the body
+    /// unless `head_only`.
+    pub fn load_rendered(
+        &mut self,
+        body_at: usize,
+        tails: Rc<Tails>,
+        connection: Connection,
+        head_only: bool,
+    ) {
+        let (head, body) = self.rendered.split_at(body_at);
+        let body = if head_only { &body[..0] } else { body };
+        *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
+        self.tails = Some(tails);
+        self.first = 0;
+    }
+
+    fn is_written(&self) -> bool {
+        self.iov[self.first..].iter().all(|v| v.iov_len == 0)
+    }
+
+    /// Marks `n` more bytes as written.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 && self.first < 3 {
+            let v = &mut self.iov[self.first];
+            let step = n.min(v.iov_len);
+            // SAFETY: `step` is within the slice this iovec describes.
+            v.iov_base = unsafe { v.iov_base.cast::<u8>().add(step) }.cast();
+            v.iov_len -= step;
+            n -= step;
+            if v.iov_len == 0 {
+                self.first += 1;
+            }
+        }
+    }
+}
+
+fn iovec(bytes: &[u8]) -> libc::iovec {
+    libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() }
+}
+
+// SAFETY: the iovecs live in a heap array that does not move when the Wire does, and every slice
+// they describe is either 'static or owned by the Wire (`tails`, `rendered`), which is not touched
+// while the kernel holds it.
+unsafe impl IoVecBuf for Wire {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov[self.first.min(2)..].as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        3 - self.first.min(3)
+    }
+}
+
+/// Writes the whole response, however many writev calls the socket needs.
+pub async fn write_all(stream: &mut TcpStream, mut wire: Wire) -> (io::Result<()>, Wire) {
+    while !wire.is_written() {
+        let (result, back) = stream.writev(wire).await;
+        wire = back;
+        match result {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), wire),
+            Ok(n) => wire.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), wire),
+        }
+    }
+    (Ok(()), wire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(w: &Wire) -> Vec<u8> {
+        let iov = unsafe { std::slice::from_raw_parts(w.read_iovec_ptr(), w.read_iovec_len()) };
+        iov.iter()
+            .flat_map(|v| unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) })
+            .copied()
+            .collect()
+    }
+
+    fn tails() -> Rc<Tails> {
+        Rc::new(Tails::at(std::time::UNIX_EPOCH))
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut w = Wire::new();
+        w.load(b"HEAD\r\n", tails(), Connection::Close, b"BODY");
+        let all = pending(&w);
+        assert!(all.starts_with(b"HEAD\r\nDate: Thu, 01 Jan 1970") && all.ends_with(b"close\r\n\r\nBODY"));
+        let tail = Tails::at(std::time::UNIX_EPOCH).get(Connection::Close).len();
+        for (step, left) in [(3, 3), (4, 2), (tail - 1 + 2, 1)] {
+            let before = pending(&w);
+            w.advance(step);
+            assert_eq!(pending(&w), &before[step..]);
+            assert_eq!(w.read_iovec_len(), left);
+        }
+        w.advance(pending(&w).len());
+        assert!(w.is_written());
+    }
+
+    #[test]
+    fn rendered_responses_can_drop_their_body() {
+        let mut w = Wire::new();
+        w.rendered_mut().extend_from_slice(b"H\r\n{}");
+        w.load_rendered(3, tails(), Connection::KeepAlive, false);
+        assert!(pending(&w).starts_with(b"H\r\nDate:") && pending(&w).ends_with(b"GMT\r\n\r\n{}"));
+        w.load_rendered(3, tails(), Connection::KeepAlive, true);
+        assert!(pending(&w).ends_with(b"GMT\r\n\r\n"));
+    }
+}

@@ -1,0 +1,161 @@
+//! One event-loop thread: a monoio runtime on its own core with its own SO_REUSEPORT listener,
+//! serving every connection it accepts from start to end. Nothing here is shared with the other
+//! loops except the read-only catalogue and the write-only hit channel.
+//!
+//! Besides the accept loop each thread runs a ticker that, a few times a second, renders the Date
+//! header, advances the coarse clock used for the header timeout, ends overdue waits, and resends
+//! hits held back while the channel was full. At shutdown the listener has been shut down from the
+//! signal thread, which ends the accept loop; the thread then wakes the connections that wait for
+//! a request, lets the others finish their response, and hands back held hits before returning.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use monoio::net::TcpListener;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use super::conns::Conns;
+use super::{conn, Driver, Shared};
+use crate::hits::Recorder;
+use crate::http::response::Tails;
+use crate::metrics::ThreadStats;
+
+/// io_uring submission queue size: room for a burst of accepts, reads and writes per loop turn.
+const URING_ENTRIES: u32 = 4096;
+/// How long shutdown waits for responses in flight before the thread exits regardless.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
+/// Pause after accept fails for lack of file descriptors or memory, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The thread's state, shared by its accept loop, ticker and connections (never across threads).
+pub struct Worker {
+    pub shared: &'static Shared,
+    pub stats: &'static ThreadStats,
+    pub hits: Recorder,
+    pub conns: Conns,
+    tails: RefCell<Rc<Tails>>,
+    /// Milliseconds since the thread started, as of the last tick.
+    clock: Cell<u64>,
+    stopping: Cell<bool>,
+}
+
+impl Worker {
+    /// This second's Date and Connection header lines.
+    pub fn tails(&self) -> Rc<Tails> {
+        self.tails.borrow().clone()
+    }
+
+    /// A clock in milliseconds, as precise as the tick.
+    pub fn now(&self) -> u64 {
+        self.clock.get()
+    }
+
+    /// True once shutdown began: answer what is in flight with `Connection: close`.
+    pub fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+}
+
+/// Runs event loop `index` until shutdown, reporting on `ready` whether it could start.
+pub fn run(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: &'static Shared,
+    hits: Recorder,
+    driver: Driver,
+    ready: mpsc::Sender<Result<Driver, String>>,
+) {
+    let worker = Rc::new(Worker {
+        shared,
+        stats: shared.metrics.thread(index),
+        hits,
+        conns: Conns::default(),
+        tails: RefCell::new(Rc::new(Tails::at(SystemTime::now()))),
+        clock: Cell::new(0),
+        stopping: Cell::new(false),
+    });
+    if driver == Driver::IoUring {
+        match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
+            Ok(mut rt) => return rt.block_on(serve(listener, worker, Driver::IoUring, ready)),
+            Err(e) => super::warn_io_uring_unavailable(&e.to_string()),
+        }
+    }
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => rt.block_on(serve(listener, worker, Driver::Epoll, ready)),
+        Err(e) => {
+            let _ = ready.send(Err(format!("event loop {index} cannot start: {e}")));
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    w: Rc<Worker>,
+    driver: Driver,
+    ready: mpsc::Sender<Result<Driver, String>>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot listen: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(driver));
+    monoio::spawn(tick(w.clone()));
+    accept(&listener, &w).await;
+
+    w.stopping.set(true);
+    w.conns.end_waits();
+    let deadline = Instant::now() + DRAIN_GRACE;
+    while w.conns.len() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.hits.send_held();
+}
+
+async fn accept(listener: &TcpListener, w: &Rc<Worker>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                monoio::spawn(conn::serve(stream, w.clone()));
+            }
+            Err(_) if w.shared.stopping.load(Ordering::Acquire) => return,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                tracing::warn!("accept failed: {e}; pausing accepts for {} ms", ACCEPT_BACKOFF.as_millis());
+                monoio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+            Err(e) => tracing::debug!("accept failed: {e}"),
+        }
+    }
+}
+
+async fn tick(w: Rc<Worker>) {
+    let every = (w.shared.header_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let timeout_ms = w.shared.header_timeout.as_millis() as u64;
+    let started = Instant::now();
+    let mut second = unix_second(SystemTime::now());
+    while !w.stopping.get() {
+        monoio::time::sleep(every).await;
+        w.clock.set(started.elapsed().as_millis() as u64);
+        let now = SystemTime::now();
+        if unix_second(now) != second {
+            second = unix_second(now);
+            *w.tails.borrow_mut() = Rc::new(Tails::at(now));
+        }
+        w.conns.expire(w.clock.get(), timeout_ms);
+        w.hits.retry_held();
+    }
+}
+
+fn unix_second(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
