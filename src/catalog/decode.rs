@@ -33,13 +33,18 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Pixels> {
 
 fn decode_zune(bytes: &[u8]) -> anyhow::Result<Pixels> {
     let mut image =
-        Image::read(std::io::Cursor::new(bytes), DecoderOptions::new_fast()).map_err(|e| anyhow!("{e:?}"))?;
+        Image::read(std::io::Cursor::new(bytes), DecoderOptions::default()).map_err(zune_error)?;
     let target = if image.colorspace().has_alpha() { ColorSpace::RGBA } else { ColorSpace::RGB };
-    image.convert_depth(BitDepth::Eight).map_err(|e| anyhow!("{e:?}"))?;
-    image.convert_color(target).map_err(|e| anyhow!("{e:?}"))?;
+    image.convert_depth(BitDepth::Eight).map_err(zune_error)?;
+    image.convert_color(target).map_err(zune_error)?;
     let (width, height) = image.dimensions();
     let data = image.flatten_to_u8().into_iter().next().context("image has no frame")?;
     pixels(width, height, target == ColorSpace::RGBA, data)
+}
+
+/// zune's errors end in newlines; a log line must not.
+fn zune_error(e: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow!("{}", format!("{e:?}").trim())
 }
 
 /// The first frame of a GIF, placed on its logical screen (transparent where the frame is not).

@@ -1,0 +1,331 @@
+//! Test harness: starts the real keiko binary on a free port (`--addr 127.0.0.1:0`, the actual
+//! address read from its ready line) with a temporary image directory and database, and talks to
+//! it over plain TCP so every byte on the wire is the test's choice.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zune_core::colorspace::ColorSpace;
+use zune_image::codecs::ImageFormat;
+use zune_image::image::Image;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keiko");
+
+/// A directory of test images in every supported format, plus files keiko must skip or ignore.
+pub struct Images {
+    pub dir: tempfile::TempDir,
+}
+
+/// The pixels of a generated test image, as RGBA.
+pub fn pattern(width: u32, height: u32, transparent_corner: bool) -> Vec<u8> {
+    (0..height)
+        .flat_map(|y| {
+            (0..width).flat_map(move |x| {
+                let a = if transparent_corner && x < 2 && y < 2 { 0 } else { 255 };
+                [(x * 37 % 256) as u8, (y * 59 % 256) as u8, ((x + y) * 13 % 256) as u8, a]
+            })
+        })
+        .collect()
+}
+
+pub fn png(rgba: &[u8], width: u32, height: u32) -> Vec<u8> {
+    Image::from_u8(rgba, width as usize, height as usize, ColorSpace::RGBA)
+        .write_to_vec(ImageFormat::PNG)
+        .unwrap()
+}
+
+pub fn jpeg(rgba: &[u8], width: u32, height: u32) -> Vec<u8> {
+    let rgb: Vec<u8> = rgba.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    Image::from_u8(&rgb, width as usize, height as usize, ColorSpace::RGB)
+        .write_to_vec(ImageFormat::JPEG)
+        .unwrap()
+}
+
+/// A two-frame GIF; keiko serves the first frame.
+pub fn gif(width: u16, height: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = gif::Encoder::new(&mut out, width, height, &[10, 20, 30, 200, 100, 50]).unwrap();
+    let first: Vec<u8> = (0..usize::from(width) * usize::from(height)).map(|i| (i % 2) as u8).collect();
+    let mut frame = gif::Frame { width, height, ..Default::default() };
+    frame.buffer = std::borrow::Cow::Owned(first);
+    enc.write_frame(&frame).unwrap();
+    frame.buffer = std::borrow::Cow::Owned(vec![1; usize::from(width) * usize::from(height)]);
+    enc.write_frame(&frame).unwrap();
+    drop(enc);
+    out
+}
+
+pub fn webp_input(rgba: &[u8], width: u32, height: u32) -> Vec<u8> {
+    let mut config = webp::WebPConfig::new().unwrap();
+    config.lossless = 1;
+    config.exact = 1;
+    webp::Encoder::new(rgba, webp::PixelLayout::Rgba, width, height)
+        .encode_advanced(&config)
+        .unwrap()
+        .to_vec()
+}
+
+impl Images {
+    /// `alpha.png` (with transparent pixels that keep their colour), `photo.jpg`, `anim.gif`,
+    /// `input.webp`, plus `broken.png` (not an image) and `notes.txt` (ignored).
+    pub fn standard() -> Images {
+        let images = Images::empty();
+        images.add("alpha.png", &png(&pattern(16, 12, true), 16, 12));
+        images.add("photo.jpg", &jpeg(&pattern(24, 16, false), 24, 16));
+        images.add("anim.gif", &gif(8, 6));
+        images.add("input.webp", &webp_input(&pattern(10, 10, true), 10, 10));
+        images.add("broken.png", b"\x89PNG\r\n\x1a\nthis is not a png");
+        images.add("notes.txt", b"not an image");
+        images
+    }
+
+    pub fn empty() -> Images {
+        Images { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn add(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.dir.path().join(name), bytes).unwrap();
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Names keiko loads from [`Images::standard`].
+    pub fn standard_names() -> [&'static str; 4] {
+        ["alpha.png", "anim.gif", "input.webp", "photo.jpg"]
+    }
+}
+
+/// How to start keiko: flags and extra environment.
+pub struct Options {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            args: vec!["--threads".into(), "2".into(), "--flush-ms".into(), "50".into()],
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    /// Sets `flag`, replacing a default for it.
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        if let Some(at) = self.args.iter().position(|a| a == flag) {
+            self.args.drain(at..at + 2);
+        }
+        self.args.push(flag.into());
+        self.args.push(value.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// keiko on [`Images::standard`] with a fresh database; keep all three alive for the whole test.
+pub fn start_standard(options: Options) -> (Images, tempfile::TempDir, Keiko) {
+    let images = Images::standard();
+    let tmp = tempfile::tempdir().unwrap();
+    let keiko = Keiko::start_with(images.path(), &tmp.path().join("keiko.db"), options);
+    (images, tmp, keiko)
+}
+
+/// A running keiko.
+pub struct Keiko {
+    child: Child,
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// A command for the keiko binary with no KEIKO_* variable inherited from the test's environment.
+pub fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KEIKO_") || key.starts_with("MONOIO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("KEIKO_LOG", "info");
+    cmd
+}
+
+impl Keiko {
+    pub fn start(images: &Path, db: &Path) -> Keiko {
+        Keiko::start_with(images, db, Options::default())
+    }
+
+    pub fn start_with(images: &Path, db: &Path, options: Options) -> Keiko {
+        let mut cmd = command();
+        cmd.arg("--addr").arg("127.0.0.1:0").arg("--images").arg(images).arg("--db").arg(db);
+        cmd.args(&options.args).envs(options.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let ready = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .map(|rest| rest.split(',').next().unwrap().parse());
+                sink.lock().unwrap().push(line.clone());
+                if let Some(addr) = ready {
+                    let _ = ready_tx.send(addr.unwrap());
+                }
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("keiko did not become ready; log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Keiko { child, addr, db: db.to_path_buf(), log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// One request on a fresh connection, `Connection: close`.
+    pub fn get(&self, path: &str) -> Response {
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+    }
+
+    pub fn request(&self, raw: &str) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s);
+        Response::read(&mut reader, raw.starts_with("HEAD")).expect("a response")
+    }
+
+    pub fn hits(&self) -> HashMap<String, u64> {
+        let r = self.get("/hits");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    pub fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration, String) {
+        let started = Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_for(&mut self.child, limit);
+        std::thread::sleep(Duration::from_millis(50));
+        (status, started.elapsed(), self.log())
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Keiko {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keiko did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sum of every image's count in the database.
+pub fn db_sum(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT coalesce(sum(count), 0) FROM hits", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+pub fn db_counts(db: &Path) -> HashMap<String, u64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT name, count FROM hits").unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Reads one response; `head_only` for responses to HEAD (no body despite Content-Length).
+    /// None when the connection closed before a status line.
+    pub fn read(reader: &mut impl BufRead, head_only: bool) -> Option<Response> {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status = line.split(' ').nth(1).expect("status code").parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let l = line.trim_end_matches("\r\n");
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(": ").expect("header line");
+            headers.push((k.to_string(), v.to_string()));
+        }
+        let mut r = Response { status, headers, body: Vec::new() };
+        if !head_only {
+            let len: usize = r.header("Content-Length").expect("Content-Length").parse().unwrap();
+            r.body = vec![0; len];
+            reader.read_exact(&mut r.body).unwrap();
+        }
+        Some(r)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// True when the server closed the connection (EOF) within the read timeout.
+pub fn closed_by_server(reader: &mut impl Read) -> bool {
+    match reader.read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}

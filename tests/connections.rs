@@ -1,0 +1,108 @@
+//! Connection handling: keep-alive, close, HTTP/1.0, pipelining, requests split into single bytes.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::time::Duration;
+
+use common::{closed_by_server, Images, Keiko, Options, Response};
+
+fn start() -> (Images, tempfile::TempDir, Keiko) {
+    common::start_standard(Options::default())
+}
+
+#[test]
+fn http11_keeps_the_connection_alive_by_default() {
+    let (_images, _tmp, keiko) = start();
+    let mut s = keiko.connect();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for i in 0..5 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = Response::read(&mut reader, false).unwrap_or_else(|| panic!("request {i} got no response"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Connection"), None, "keep-alive is the HTTP/1.1 default");
+    }
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let (_images, _tmp, keiko) = start();
+    let mut s = keiko.connect();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let r = Response::read(&mut reader, false).unwrap();
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(closed_by_server(&mut reader), "the server must close after Connection: close");
+}
+
+#[test]
+fn http10_closes_unless_it_asks_for_keep_alive() {
+    let (_images, _tmp, keiko) = start();
+    let mut s = keiko.connect();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    assert_eq!(Response::read(&mut reader, false).unwrap().status, 200);
+    assert!(closed_by_server(&mut reader), "HTTP/1.0 without keep-alive closes");
+
+    let mut s = keiko.connect();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..3 {
+        s.write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let r = Response::read(&mut reader, false).unwrap();
+        assert_eq!((r.status, r.header("Connection")), (200, Some("keep-alive")));
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let (_images, _tmp, keiko) = start();
+    let names = ["photo.jpg", "alpha.png", "anim.gif", "input.webp", "photo.jpg"];
+    let mut batch = String::new();
+    for name in names {
+        batch += &format!("GET /images/{name} HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    batch += "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut s = keiko.connect();
+    s.write_all(batch.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    for name in names {
+        let r = Response::read(&mut reader, false).unwrap();
+        assert_eq!(r.header("X-Image-Name"), Some(name));
+    }
+    assert_eq!(Response::read(&mut reader, true).unwrap().status, 200);
+    assert_eq!(Response::read(&mut reader, false).unwrap().status, 404);
+}
+
+#[test]
+fn a_long_pipeline_larger_than_the_read_buffer_is_answered_completely() {
+    let (_images, _tmp, keiko) = start();
+    let one = "GET /healthz HTTP/1.1\r\nHost: pipelined.example\r\nUser-Agent: keiko-tests\r\n\r\n";
+    let count = 400; // ~30 KB of requests, several times the 8 KiB buffer
+    let mut s = keiko.connect();
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let all = one.repeat(count);
+        std::thread::spawn(move || s.write_all(all.as_bytes()).unwrap())
+    };
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for i in 0..count {
+        let r = Response::read(&mut reader, false).unwrap_or_else(|| panic!("response {i} missing"));
+        assert_eq!(r.status, 200, "response {i}");
+    }
+    writer.join().unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(Response::read(&mut reader, false).unwrap().status, 200);
+}
+
+#[test]
+fn a_request_arriving_one_byte_at_a_time_still_works() {
+    let (_images, _tmp, keiko) = start();
+    let mut s = keiko.connect();
+    s.set_nodelay(true).unwrap();
+    for b in b"GET /images/alpha.png HTTP/1.1\r\nHost: t\r\n\r\n" {
+        s.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let r = Response::read(&mut BufReader::new(s), false).unwrap();
+    assert_eq!((r.status, r.header("X-Image-Name")), (200, Some("alpha.png")));
+}
