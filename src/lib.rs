@@ -53,10 +53,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let shared = leak(Shared::new(catalog, totals, metrics, config.header_timeout()));
     let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
     tracing::info!(
-        "ready: listening on http://{addr}, {threads} thread(s) ({}), {} images, cache {:.1} MiB, started in {} ms",
+        "ready: listening on http://{addr}, {threads} thread(s) ({}), {} images, cache {} bytes, started in {} ms",
         driver.name(),
         catalog.len(),
-        catalog.bytes() as f64 / (1024.0 * 1024.0),
+        catalog.bytes(),
         started.elapsed().as_millis()
     );
 

@@ -98,6 +98,34 @@ fn sigkill_loses_at_most_the_last_flush_window() {
 }
 
 #[test]
+fn a_database_locked_by_another_process_delays_hits_but_loses_none() {
+    let images = Images::standard();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("k.db");
+    let keiko = Keiko::start(images.path(), &db);
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let served = load(&keiko, 4, 25);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(keiko.hits().values().sum::<u64>(), served, "/hits counts what the database cannot take yet");
+    let metrics = String::from_utf8(keiko.get("/metrics").body).unwrap();
+    assert!(metrics.contains("\nkeiko_db_writable 0\n"), "{metrics}");
+    assert!(keiko.log().contains("cannot write hits to the database"), "{}", keiko.log());
+
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    let (status, _, log) = keiko.terminate(Duration::from_secs(5));
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        log.matches("cannot write hits").count(),
+        1,
+        "one line per state change, not per retry:\n{log}"
+    );
+    assert_eq!(db_sum(&db), served, "{log}");
+}
+
+#[test]
 fn the_epoll_driver_serves_and_accounts_the_same() {
     let images = Images::standard();
     let tmp = tempfile::tempdir().unwrap();
