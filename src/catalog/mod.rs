@@ -103,8 +103,8 @@ impl Catalog {
     }
 }
 
-/// One image file to a catalogue entry.
-fn load_entry(path: &Path, name: String) -> anyhow::Result<Entry> {
+/// One image file to a catalogue entry: read, decode, encode, response head.
+pub fn load_entry(path: &Path, name: String) -> anyhow::Result<Entry> {
     let bytes = std::fs::read(path).context("cannot read it")?;
     let pixels = decode(&bytes).context("cannot decode it")?;
     let body = encode_lossless(&pixels)?.into_boxed_slice();
@@ -113,7 +113,7 @@ fn load_entry(path: &Path, name: String) -> anyhow::Result<Entry> {
 }
 
 /// The image files of `dir` with their names, sorted by name so indexes are stable across runs.
-fn list_images(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+pub fn list_images(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let read =
         std::fs::read_dir(dir).with_context(|| format!("cannot read image directory {}", dir.display()))?;
     let mut files = Vec::new();
