@@ -106,3 +106,82 @@ fn a_request_arriving_one_byte_at_a_time_still_works() {
     let r = Response::read(&mut BufReader::new(s), false).unwrap();
     assert_eq!((r.status, r.header("X-Image-Name")), (200, Some("alpha.png")));
 }
+
+/// An image whose WebP (~6 MB: noise does not compress) is larger than the most a socket's send
+/// buffer grows to (net.ipv4.tcp_wmem, 4 MiB by default), so sending it must wait for the reader.
+fn large_image(images: &Images) -> Vec<u8> {
+    let (width, height) = (1600, 1250);
+    let mut state = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..width * height * 4)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            if i % 4 == 3 {
+                255
+            } else {
+                state as u8
+            }
+        })
+        .collect();
+    images.add("noise.png", &common::png(&noise, width, height));
+    noise
+}
+
+#[test]
+fn large_bodies_arrive_whole_over_keep_alive_pipelining_and_to_a_slow_reader() {
+    let images = Images::standard();
+    let pixels = large_image(&images);
+    let tmp = tempfile::tempdir().unwrap();
+    for driver in ["io_uring", "epoll"] {
+        let mut options = Options::default();
+        if driver == "epoll" {
+            options = options.env("MONOIO_FORCE_LEGACY_DRIVER", "1");
+        }
+        let keiko = Keiko::start_with(images.path(), &tmp.path().join(format!("{driver}.db")), options);
+        let check = |r: &Response, what: &str| {
+            assert_eq!(r.status, 200, "{driver} {what}");
+            let decoded =
+                webp::Decoder::new(&r.body).decode().unwrap_or_else(|| panic!("{driver} {what}: bad WebP"));
+            let rgb: Vec<u8> = pixels.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+            assert!(&*decoded == &rgb[..], "{driver} {what}: pixels differ");
+        };
+
+        let mut s = keiko.connect();
+        s.write_all(b"GET /images/noise.png HTTP/1.1\r\nHost: t\r\n\r\nHEAD /images/noise.png HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        s.write_all(
+            b"GET /images/noise.png HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .unwrap();
+        let mut reader = BufReader::new(s);
+        let first = Response::read(&mut reader, false).unwrap();
+        assert!(first.body.len() > 5_000_000, "the test image must be large: {}", first.body.len());
+        check(&first, "pipelined GET");
+        let head = Response::read(&mut reader, true).unwrap();
+        assert_eq!(head.header("Content-Length").unwrap().parse::<usize>().unwrap(), first.body.len());
+        check(&Response::read(&mut reader, false).unwrap(), "GET after HEAD");
+        assert_eq!(Response::read(&mut reader, false).unwrap().body, b"ok\n", "{driver}: no stray bytes");
+
+        // A reader that takes its time makes the server wait for room in the socket.
+        let slow = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        slow.set_recv_buffer_size(4096).unwrap();
+        slow.connect(&keiko.addr.into()).unwrap();
+        let mut slow: std::net::TcpStream = slow.into();
+        slow.write_all(b"GET /images/noise.png HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut trickle = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = std::io::Read::read(&mut slow, &mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            trickle.extend_from_slice(&chunk[..n]);
+            if trickle.len() < 64 * 1024 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let r = Response::read(&mut BufReader::new(&trickle[..]), false).unwrap();
+        check(&r, "slow reader");
+    }
+}

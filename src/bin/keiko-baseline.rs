@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
-use keiko::catalog::{list_images, load_entry};
+use keiko::catalog::{list_images, load_image};
 use keiko::config::Config;
 use keiko::hits::Store;
 use keiko::http::request::{self, Method, Parsed, MAX_HEAD};
@@ -61,7 +61,8 @@ fn run(config: &Config) -> anyhow::Result<()> {
         listener.local_addr()?
     );
     let stopping = AtomicBool::new(false);
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -100,7 +101,9 @@ fn serve(mut stream: TcpStream, config: &Config, store: &Mutex<Store>) -> anyhow
         match request::parse(&buf[..len]) {
             Parsed::Complete { request, .. } => break (request.method, request.path.to_vec()),
             Parsed::Partial => continue,
-            Parsed::Rejected(_) => return send(&mut stream, response::BAD_REQUEST.head, response::BAD_REQUEST.body),
+            Parsed::Rejected(_) => {
+                return send(&mut stream, response::BAD_REQUEST.head, response::BAD_REQUEST.body)
+            }
         }
     };
     if route(&path).0 != Route::Random || method != Method::Get {
@@ -109,8 +112,8 @@ fn serve(mut stream: TcpStream, config: &Config, store: &Mutex<Store>) -> anyhow
 
     let images = list_images(&config.images)?;
     let (file, name) = &images[fastrand::usize(..images.len())];
-    let entry = load_entry(file, name.clone())?;
-    send(&mut stream, &entry.head, &entry.body)?;
+    let image = load_image(file, name.clone())?;
+    send(&mut stream, &image.head, &image.body)?;
     store.lock().unwrap().add([(name.as_str(), 1)]).context("cannot record the hit")?;
     tracing::info!("serve {name}");
     Ok(())

@@ -4,13 +4,16 @@
 //! Building is the only slow thing keiko does, so it runs on every core at once. The result never
 //! changes afterwards: the server leaks it to a `&'static Catalog` that all event-loop threads
 //! read without locks or reference counts, and that no thread copies (memory does not grow with
-//! the thread count). Lookups by name only ever consult this table: no request path reaches the
-//! filesystem.
+//! the thread count; the bodies live once, in [`bodies`]). Lookups by name only ever consult this
+//! table: no request path reaches the filesystem.
 
+mod bodies;
 mod decode;
 mod encode;
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -20,6 +23,7 @@ use percent_encoding::percent_decode;
 
 use crate::http::response::image_head;
 
+use bodies::Bodies;
 use decode::decode;
 use encode::encode_lossless;
 
@@ -29,18 +33,27 @@ const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "gif", "webp"];
 /// Longest file name a lookup decodes (Linux allows 255 bytes).
 const MAX_NAME: usize = 255;
 
-pub struct Entry {
+/// One image file, decoded and encoded: what [`load_image`] returns.
+pub struct Image {
     /// The source file's name (UTF-8), as recorded in the database.
     pub name: String,
     /// Status line and headers of the 200 response, without Date/Connection and the blank line.
     pub head: Box<[u8]>,
     /// The lossless WebP encoding.
-    pub body: Box<[u8]>,
+    pub body: Vec<u8>,
+}
+
+/// An image in the catalogue; its body is in the catalogue's body store.
+pub struct Entry {
+    pub name: String,
+    pub head: Box<[u8]>,
+    body: Range<usize>,
 }
 
 pub struct Catalog {
     entries: Vec<Entry>,
     by_name: HashMap<Box<[u8]>, usize>,
+    bodies: Bodies,
 }
 
 impl Catalog {
@@ -49,7 +62,7 @@ impl Catalog {
     pub fn load(dir: &Path, workers: usize) -> anyhow::Result<Catalog> {
         let files = list_images(dir)?;
         let loaded = load_parallel(&files, workers.max(1));
-        let catalog = Catalog::from_entries(loaded.into_iter().flatten().collect());
+        let catalog = Catalog::from_images(loaded.into_iter().flatten().collect())?;
         if catalog.is_empty() {
             anyhow::bail!(
                 "no usable image in {} (looked for {} files)",
@@ -60,9 +73,15 @@ impl Catalog {
         Ok(catalog)
     }
 
-    fn from_entries(entries: Vec<Entry>) -> Catalog {
+    fn from_images(images: Vec<Image>) -> anyhow::Result<Catalog> {
+        let (bodies, ranges) = Bodies::new(images.iter().map(|i| &i.body[..]))?;
+        let entries: Vec<Entry> = images
+            .into_iter()
+            .zip(ranges)
+            .map(|(image, body)| Entry { name: image.name, head: image.head, body })
+            .collect();
         let by_name = entries.iter().enumerate().map(|(i, e)| (e.name.as_bytes().into(), i)).collect();
-        Catalog { entries, by_name }
+        Ok(Catalog { entries, by_name, bodies })
     }
 
     pub fn len(&self) -> usize {
@@ -79,6 +98,16 @@ impl Catalog {
 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The WebP body of image `index`.
+    pub fn body(&self, index: usize) -> &[u8] {
+        self.bodies.get(self.entries[index].body.clone())
+    }
+
+    /// Where the body of image `index` is in the body store's file, for sendfile(2).
+    pub fn body_file(&self, index: usize) -> (RawFd, u64) {
+        (self.bodies.fd(), self.entries[index].body.start as u64)
     }
 
     /// A uniformly random image index (thread-local generator: no lock, no allocation).
@@ -103,13 +132,13 @@ impl Catalog {
     }
 }
 
-/// One image file to a catalogue entry: read, decode, encode, response head.
-pub fn load_entry(path: &Path, name: String) -> anyhow::Result<Entry> {
+/// One image file: read, decode, encode, response head.
+pub fn load_image(path: &Path, name: String) -> anyhow::Result<Image> {
     let bytes = std::fs::read(path).context("cannot read it")?;
     let pixels = decode(&bytes).context("cannot decode it")?;
-    let body = encode_lossless(&pixels)?.into_boxed_slice();
+    let body = encode_lossless(&pixels)?;
     let head = image_head(&name, body.len()).into_boxed_slice();
-    Ok(Entry { name, head, body })
+    Ok(Image { name, head, body })
 }
 
 /// The image files of `dir` with their names, sorted by name so indexes are stable across runs.
@@ -137,7 +166,7 @@ pub fn list_images(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
 }
 
 /// Loads the files on `workers` threads; the result keeps the files' order, `None` for failures.
-fn load_parallel(files: &[(PathBuf, String)], workers: usize) -> Vec<Option<Entry>> {
+fn load_parallel(files: &[(PathBuf, String)], workers: usize) -> Vec<Option<Image>> {
     let next = AtomicUsize::new(0);
     let results = Mutex::new((0..files.len()).map(|_| None).collect::<Vec<_>>());
     std::thread::scope(|s| {
@@ -145,8 +174,8 @@ fn load_parallel(files: &[(PathBuf, String)], workers: usize) -> Vec<Option<Entr
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((path, name)) = files.get(i) else { break };
-                match load_entry(path, name.clone()) {
-                    Ok(entry) => results.lock().unwrap()[i] = Some(entry),
+                match load_image(path, name.clone()) {
+                    Ok(image) => results.lock().unwrap()[i] = Some(image),
                     Err(e) => tracing::warn!("skipping {}: {e:#}", path.display()),
                 }
             });
@@ -159,13 +188,16 @@ fn load_parallel(files: &[(PathBuf, String)], workers: usize) -> Vec<Option<Entr
 mod tests {
     use super::*;
 
-    fn entry(name: &str) -> Entry {
-        Entry { name: name.into(), head: Box::new([]), body: Box::new([]) }
+    fn image(name: &str) -> Image {
+        Image { name: name.into(), head: Box::new([]), body: name.as_bytes().to_vec() }
     }
 
     #[test]
     fn find_decodes_percent_escapes_and_nothing_else_matches() {
-        let c = Catalog::from_entries(vec![entry("a.png"), entry("two words.jpg"), entry("café.gif")]);
+        let c =
+            Catalog::from_images(vec![image("a.png"), image("two words.jpg"), image("café.gif")]).unwrap();
+        assert_eq!(c.body(1), b"two words.jpg");
+        assert_eq!(c.body_file(1).1, 5);
         assert_eq!(c.find(b"a.png"), Some(0));
         assert_eq!(c.find(b"two%20words.jpg"), Some(1));
         assert_eq!(c.find(b"two words.jpg"), Some(1));
@@ -178,7 +210,7 @@ mod tests {
 
     #[test]
     fn random_stays_in_range_and_reaches_every_image() {
-        let c = Catalog::from_entries(vec![entry("a"), entry("b"), entry("c")]);
+        let c = Catalog::from_images(vec![image("a"), image("b"), image("c")]).unwrap();
         let mut seen = [false; 3];
         for _ in 0..1000 {
             seen[c.random()] = true;
@@ -202,9 +234,9 @@ mod tests {
         let c = Catalog::load(dir.path(), 2).unwrap();
         let names: Vec<_> = c.entries().iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a.PNG", "b.png"]);
-        let back = webp::Decoder::new(&c.entry(1).body).decode().unwrap();
+        let back = webp::Decoder::new(c.body(1)).decode().unwrap();
         assert_eq!(&*back, &px[..]);
-        assert!(c.bytes() > 2 * c.entry(0).body.len());
+        assert!(c.bytes() > 2 * c.body(0).len());
     }
 
     #[test]

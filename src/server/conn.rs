@@ -15,7 +15,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::wire::{write_all, Wire};
+use super::wire::{set_nonblocking, write_all, Wire, SENDFILE_MIN};
 use super::worker::Worker;
 use crate::http::request::{self, Method, Parsed, Rejection, Request, MAX_HEAD};
 use crate::http::response::{self, Canned, Connection, Status};
@@ -35,6 +35,9 @@ struct Answer {
 
 pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
     let _ = stream.set_nodelay(true);
+    if w.shared.sendfile && set_nonblocking(&stream).is_err() {
+        return;
+    }
     let slot = w.conns.open(stream.as_raw_fd(), w.stats);
     let mut buf = Vec::with_capacity(MAX_HEAD);
     let mut wire = Wire::new();
@@ -129,9 +132,15 @@ fn image(
     head_only: bool,
     wire: &mut Wire,
 ) -> Answer {
-    let entry = w.shared.catalog.entry(index);
-    let body: &'static [u8] = if head_only { &[] } else { &entry.body };
-    wire.load(&entry.head, w.tails(), connection, body);
+    let catalog = w.shared.catalog;
+    let (head, body) = (&catalog.entry(index).head, catalog.body(index));
+    if head_only {
+        wire.load(head, w.tails(), connection, &[]);
+    } else if body.len() >= SENDFILE_MIN {
+        wire.load_file(head, w.tails(), connection, catalog.body_file(index), body.len());
+    } else {
+        wire.load(head, w.tails(), connection, body);
+    }
     Answer { route, status: Status::Ok, connection, hit: (!head_only).then_some(index) }
 }
 

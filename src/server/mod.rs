@@ -38,6 +38,8 @@ pub struct Shared {
     pub totals: &'static Totals,
     pub metrics: &'static Metrics,
     pub header_timeout: Duration,
+    /// Some image is large enough to be sent with sendfile: connections start non-blocking.
+    pub sendfile: bool,
     stopping: AtomicBool,
 }
 
@@ -48,7 +50,8 @@ impl Shared {
         metrics: &'static Metrics,
         header_timeout: Duration,
     ) -> Shared {
-        Shared { catalog, totals, metrics, header_timeout, stopping: AtomicBool::new(false) }
+        let sendfile = (0..catalog.len()).any(|i| catalog.body(i).len() >= wire::SENDFILE_MIN);
+        Shared { catalog, totals, metrics, header_timeout, sendfile, stopping: AtomicBool::new(false) }
     }
 }
 

@@ -1,12 +1,19 @@
-//! A response on its way to the socket: up to three byte slices handed to the kernel in one writev.
+//! A response on its way to the socket: up to three byte slices handed to the kernel in one writev,
+//! or, for a large image body, head and tail with sendmsg followed by the body with sendfile(2).
 //!
 //! monoio's rent-style I/O takes ownership of the buffer for as long as the kernel may read it, so
 //! the iovec array lives on the heap (its address must not move with the value) and the value
 //! keeps alive everything the iovecs point to: the per-second [`Tails`] through an `Rc`, and the
 //! bytes of a rendered response in `rendered`. Heads and bodies from the catalogue or the canned
 //! responses are `'static`. A connection allocates one `Wire` and reuses it for every response.
+//!
+//! Large bodies go out with sendfile because copying them into the socket is most of what serving
+//! them costs: sendfile hands the kernel references to the catalogue's pages instead. sendfile has
+//! no io_uring form, so it runs as a plain non-blocking syscall on the event loop, which waits for
+//! the socket to become writable (through io_uring) whenever the send buffer is full.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use monoio::buf::IoVecBuf;
@@ -21,11 +28,20 @@ pub struct Wire {
     first: usize,
     tails: Option<Rc<Tails>>,
     rendered: Vec<u8>,
+    /// A body still to send with sendfile(2) after the iovecs.
+    file: Option<FileBody>,
+}
+
+/// `len` bytes at `offset` of the file `fd` (the catalogue's body store, which outlives the Wire).
+struct FileBody {
+    fd: RawFd,
+    offset: libc::off_t,
+    len: usize,
 }
 
 impl Wire {
     pub fn new() -> Wire {
-        Wire { iov: Box::new([iovec(&[]); 3]), first: 3, tails: None, rendered: Vec::new() }
+        Wire { iov: Box::new([iovec(&[]); 3]), first: 3, tails: None, rendered: Vec::new(), file: None }
     }
 
     /// Loads `head`, the tail for `connection`, then `body`.
@@ -39,6 +55,21 @@ impl Wire {
         *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
         self.tails = Some(tails);
         self.first = 0;
+        self.file = None;
+    }
+
+    /// Loads `head` and the tail for `connection`, then `len` bytes at `offset` of the file `fd`,
+    /// to be sent with sendfile(2). The socket must be non-blocking ([`set_nonblocking`]).
+    pub fn load_file(
+        &mut self,
+        head: &'static [u8],
+        tails: Rc<Tails>,
+        connection: Connection,
+        (fd, offset): (RawFd, u64),
+        len: usize,
+    ) {
+        self.load(head, tails, connection, &[]);
+        self.file = Some(FileBody { fd, offset: offset as libc::off_t, len });
     }
 
     /// The buffer a rendered response is built in, for [`Wire::load_rendered`].
@@ -60,6 +91,7 @@ impl Wire {
         *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
         self.tails = Some(tails);
         self.first = 0;
+        self.file = None;
     }
 
     fn is_written(&self) -> bool {
@@ -99,19 +131,76 @@ unsafe impl IoVecBuf for Wire {
     }
 }
 
-/// Writes the whole response, however many writev calls the socket needs.
+/// Bodies at least this large are sent with sendfile(2); below it, copying them costs less than
+/// the extra syscall.
+pub const SENDFILE_MIN: usize = 16 * 1024;
+
+/// Makes `stream` non-blocking, as sendfile on the event loop needs. io_uring reads still wait
+/// for data as before; writes that find the send buffer full end early or with WouldBlock, and
+/// [`write_all`] then waits for the socket to become writable.
+pub fn set_nonblocking(stream: &TcpStream) -> io::Result<()> {
+    // SAFETY: plain fcntl on a socket the stream owns; sockets carry no other status flags.
+    if unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes the whole response, however many calls the socket needs.
 pub async fn write_all(stream: &mut TcpStream, mut wire: Wire) -> (io::Result<()>, Wire) {
+    if wire.file.is_some() {
+        let result = write_with_sendfile(stream, &mut wire).await;
+        return (result, wire);
+    }
     while !wire.is_written() {
         let (result, back) = stream.writev(wire).await;
         wire = back;
         match result {
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), wire),
             Ok(n) => wire.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = stream.writable(false).await {
+                    return (Err(e), wire);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return (Err(e), wire),
         }
     }
     (Ok(()), wire)
+}
+
+/// Head and tail with sendmsg (held back with MSG_MORE so they leave in the body's first
+/// segments), then the body with sendfile; both non-blocking, waiting for writability when full.
+async fn write_with_sendfile(stream: &mut TcpStream, wire: &mut Wire) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    loop {
+        let head_pending = !wire.is_written();
+        let sent = if head_pending {
+            // SAFETY: a zeroed msghdr is valid; the iovecs it points to stay alive in `wire`.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = wire.read_iovec_ptr() as *mut _;
+            msg.msg_iovlen = wire.read_iovec_len();
+            // SAFETY: sendmsg reads only the described memory.
+            unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_MORE | libc::MSG_NOSIGNAL) }
+        } else if let Some(file) = wire.file.as_mut().filter(|f| f.len > 0) {
+            // SAFETY: sendfile reads from the body store, which lives as long as the process, and
+            // advances `offset` itself.
+            unsafe { libc::sendfile(fd, file.fd, &mut file.offset, file.len) }
+        } else {
+            return Ok(());
+        };
+        match (sent, wire.file.as_mut()) {
+            (0, _) => return Err(io::ErrorKind::WriteZero.into()),
+            (n, _) if n > 0 && head_pending => wire.advance(n as usize),
+            (n, Some(file)) if n > 0 => file.len -= n as usize,
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
+                e if e.kind() == io::ErrorKind::Interrupted => {}
+                e => return Err(e),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
