@@ -15,7 +15,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::wire::{set_nonblocking, write_all, Wire, SENDFILE_MIN};
+use super::wire::{write_all, Wire, SENDFILE_MIN};
 use super::worker::Worker;
 use crate::http::request::{self, Method, Parsed, Rejection, Request, MAX_HEAD};
 use crate::http::response::{self, Canned, Connection, Status};
@@ -35,9 +35,6 @@ struct Answer {
 
 pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
     let _ = stream.set_nodelay(true);
-    if w.shared.sendfile && set_nonblocking(&stream).is_err() {
-        return;
-    }
     let slot = w.conns.open(stream.as_raw_fd(), w.stats);
     let mut buf = Vec::with_capacity(MAX_HEAD);
     let mut wire = Wire::new();
@@ -136,7 +133,7 @@ fn image(
     let (head, body) = (&catalog.entry(index).head, catalog.body(index));
     if head_only {
         wire.load(head, w.tails(), connection, &[]);
-    } else if body.len() >= SENDFILE_MIN {
+    } else if body.len() >= SENDFILE_MIN && connection == Connection::Close {
         wire.load_file(head, w.tails(), connection, catalog.body_file(index), body.len());
     } else {
         wire.load(head, w.tails(), connection, body);

@@ -38,8 +38,6 @@ pub struct Shared {
     pub totals: &'static Totals,
     pub metrics: &'static Metrics,
     pub header_timeout: Duration,
-    /// Some image is large enough to be sent with sendfile: connections start non-blocking.
-    pub sendfile: bool,
     stopping: AtomicBool,
 }
 
@@ -50,8 +48,7 @@ impl Shared {
         metrics: &'static Metrics,
         header_timeout: Duration,
     ) -> Shared {
-        let sendfile = (0..catalog.len()).any(|i| catalog.body(i).len() >= wire::SENDFILE_MIN);
-        Shared { catalog, totals, metrics, header_timeout, sendfile, stopping: AtomicBool::new(false) }
+        Shared { catalog, totals, metrics, header_timeout, stopping: AtomicBool::new(false) }
     }
 }
 
