@@ -144,7 +144,7 @@ fn large_bodies_arrive_whole_over_keep_alive_pipelining_and_to_a_slow_reader() {
             let decoded =
                 webp::Decoder::new(&r.body).decode().unwrap_or_else(|| panic!("{driver} {what}: bad WebP"));
             let rgb: Vec<u8> = pixels.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
-            assert!(&*decoded == &rgb[..], "{driver} {what}: pixels differ");
+            assert!(*decoded == rgb[..], "{driver} {what}: pixels differ");
         };
 
         let mut s = keiko.connect();
