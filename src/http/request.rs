@@ -8,6 +8,8 @@
 //! malformed Content-Length, a missing or doubled Host on HTTP/1.1) are rejected outright.
 //! Parsing borrows from the buffer and never allocates.
 
+use std::mem::MaybeUninit;
+
 use super::response::Connection;
 
 /// Largest request head (request line, headers and the blank line) keiko accepts.
@@ -54,9 +56,10 @@ pub enum Parsed<'b> {
 
 /// Parses the request head at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Left uninitialised: zeroing 64 headers would cost more than parsing a typical request.
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Complete(_)) => return Parsed::Rejected(Rejection::HeadTooLarge),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
