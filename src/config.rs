@@ -47,6 +47,12 @@ pub struct Config {
     #[arg(long, env = "KEIKO_HEADER_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub header_timeout_ms: u64,
+
+    /// Open connections each event-loop thread serves at most; past it, new connections are
+    /// closed at once so that the ones being served keep their share
+    #[arg(long, env = "KEIKO_MAX_CONNS", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_conns: u32,
 }
 
 impl Config {
@@ -91,6 +97,8 @@ mod tests {
         assert_eq!(c.images, PathBuf::from("assets/images"));
         assert_eq!(c.db, PathBuf::from("keiko.db"));
         assert_eq!(c.flush_ms, 100);
+        assert_eq!(c.header_timeout_ms, 10_000);
+        assert_eq!(c.max_conns, 16_384);
     }
 
     #[test]
@@ -113,6 +121,7 @@ mod tests {
             &["--flush-ms", "0"],
             &["--flush-ms", "soon"],
             &["--header-timeout-ms", "5"],
+            &["--max-conns", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -43,6 +43,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         leak(Totals::new(catalog.entries().iter().map(|e| known.get(&e.name).copied().unwrap_or(0))));
     let metrics = leak(Metrics::new(threads));
 
+    let fd_limit = server::raise_fd_limit();
     let listeners = server::bind(config.addr, threads)?;
     let addr = listeners[0].local_addr()?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
@@ -50,10 +51,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let names = catalog.entries().iter().map(|e| e.name.clone()).collect();
     let writer = hits::spawn_writer(store, hits_rx, names, totals, &metrics.writer, config.flush_interval())
         .context("cannot start the hit writer")?;
-    let shared = leak(Shared::new(catalog, totals, metrics, config.header_timeout()));
+    let shared =
+        leak(Shared::new(catalog, totals, metrics, config.header_timeout(), config.max_conns as usize));
     let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
     tracing::info!(
-        "ready: listening on http://{addr}, {threads} thread(s) ({}), {} images, cache {} bytes, started in {} ms",
+        "ready: listening on http://{addr}, {threads} thread(s) ({}), {} images, cache {} bytes, \
+         open-file limit {fd_limit}, started in {} ms",
         driver.name(),
         catalog.len(),
         catalog.bytes(),

@@ -30,6 +30,7 @@ pub struct ThreadStats {
     requests: [[AtomicU64; Status::ALL.len()]; Route::ALL.len()],
     hits_served: AtomicU64,
     open_connections: AtomicU64,
+    refused_connections: AtomicU64,
 }
 
 /// The hit writer's counters; only the writer thread writes them.
@@ -133,6 +134,14 @@ impl Metrics {
         let open: u64 = self.threads.iter().map(|t| t.open_connections.load(Relaxed)).sum();
         family(out, "keiko_open_connections", "gauge", "Client connections open now.");
         let _ = writeln!(out, "keiko_open_connections {open}");
+        let refused: u64 = self.threads.iter().map(|t| t.refused_connections.load(Relaxed)).sum();
+        sample(
+            out,
+            "keiko_connections_refused_total",
+            "counter",
+            "Connections closed at accept because their thread had --max-conns open.",
+            refused,
+        );
         family(out, "keiko_uptime_seconds", "gauge", "Seconds since keiko started.");
         let _ = writeln!(out, "keiko_uptime_seconds {:.3}", self.started.elapsed().as_secs_f64());
     }
@@ -158,6 +167,10 @@ impl ThreadStats {
 
     pub fn connection_opened(&self) {
         add(&self.open_connections, 1);
+    }
+
+    pub fn connection_refused(&self) {
+        add(&self.refused_connections, 1);
     }
 
     pub fn connection_closed(&self) {

@@ -35,7 +35,17 @@ pub struct Hit {
 }
 
 pub fn channel() -> (Sender<Hit>, Receiver<Hit>) {
-    crossbeam_channel::bounded(CHANNEL_CAPACITY)
+    let capacity = debug_knob("KEIKO_DEBUG_CHANNEL_CAPACITY").map_or(CHANNEL_CAPACITY, |c| c as usize);
+    crossbeam_channel::bounded(capacity.max(1))
+}
+
+/// A number from the environment, read by debug builds only: the integration tests use these to
+/// shrink the channel and stall the writer, faults a release build meets only under extreme load.
+fn debug_knob(name: &str) -> Option<u64> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    std::env::var(name).ok()?.parse().ok()
 }
 
 /// Hits per image known to the writer: the database's counts at startup plus every hit drained

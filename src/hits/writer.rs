@@ -81,6 +81,9 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, hits: Receiver<Hit>, flush_interval: Duration, finish: &AtomicBool) {
+        if let Some(ms) = super::debug_knob("KEIKO_DEBUG_WRITER_STALL_MS") {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let tick = flush_interval.min(MAX_TICK);
         let mut next_flush = Instant::now() + flush_interval;
         loop {

@@ -92,6 +92,10 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
 fn answer(w: &Worker, req: &Request, wire: &mut Wire) -> Answer {
     let connection = if w.stopping() { Connection::Close } else { req.connection };
     let head_only = req.method == Method::Head;
+    #[cfg(debug_assertions)]
+    if req.path == b"/debug/panic" {
+        panic!("/debug/panic asked for a panic (a test hook of debug builds)");
+    }
     let catalog = w.shared.catalog;
     let (route, name) = route(req.path);
     let canned = match (route, req.method) {

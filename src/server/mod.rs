@@ -38,6 +38,8 @@ pub struct Shared {
     pub totals: &'static Totals,
     pub metrics: &'static Metrics,
     pub header_timeout: Duration,
+    /// Open connections per event loop; past it, new ones are closed at once.
+    pub max_conns: usize,
     stopping: AtomicBool,
 }
 
@@ -47,8 +49,9 @@ impl Shared {
         totals: &'static Totals,
         metrics: &'static Metrics,
         header_timeout: Duration,
+        max_conns: usize,
     ) -> Shared {
-        Shared { catalog, totals, metrics, header_timeout, stopping: AtomicBool::new(false) }
+        Shared { catalog, totals, metrics, header_timeout, max_conns, stopping: AtomicBool::new(false) }
     }
 }
 
@@ -109,6 +112,26 @@ pub fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpL
         })
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Raises this process's open-file limit to the most it may have (as Go and nginx do): every
+/// connection is a descriptor, and the usual soft limit of 1024 is far below what one loop can
+/// serve. Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 /// The running event loops.

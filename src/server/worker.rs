@@ -9,11 +9,14 @@
 //! a request, lets the others finish their response, and hands back held hits before returning.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use monoio::net::TcpListener;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
@@ -118,10 +121,28 @@ async fn serve(
 }
 
 async fn accept(listener: &TcpListener, w: &Rc<Worker>) {
+    // Log lines go out when a condition starts and ends, not once per refused connection.
+    let (mut full, mut starved) = (false, false);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                monoio::spawn(conn::serve(stream, w.clone()));
+                if std::mem::take(&mut starved) {
+                    tracing::info!("accepting connections again");
+                }
+                if w.conns.len() >= w.shared.max_conns {
+                    // Closed at once: the connections being served keep their share of the loop.
+                    drop(stream);
+                    w.stats.connection_refused();
+                    if !std::mem::replace(&mut full, true) {
+                        tracing::warn!(
+                            "{} open connections on this thread: closing new ones until some end",
+                            w.shared.max_conns
+                        );
+                    }
+                    continue;
+                }
+                full = false;
+                monoio::spawn(contain_panics(conn::serve(stream, w.clone())));
             }
             Err(_) if w.shared.stopping.load(Ordering::Acquire) => return,
             Err(e)
@@ -130,11 +151,21 @@ async fn accept(listener: &TcpListener, w: &Rc<Worker>) {
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                 ) =>
             {
-                tracing::warn!("accept failed: {e}; pausing accepts for {} ms", ACCEPT_BACKOFF.as_millis());
+                if !std::mem::replace(&mut starved, true) {
+                    tracing::warn!("accept failed: {e}; retrying every {} ms", ACCEPT_BACKOFF.as_millis());
+                }
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
             Err(e) => tracing::debug!("accept failed: {e}"),
         }
+    }
+}
+
+/// A panic while serving one connection ends that connection only (its socket and table slot are
+/// released as the task unwinds); the loop and its other connections go on.
+async fn contain_panics(connection: impl Future<Output = ()>) {
+    if AssertUnwindSafe(connection).catch_unwind().await.is_err() {
+        tracing::error!("a connection handler panicked; that connection was closed");
     }
 }
 

@@ -105,10 +105,11 @@ impl Images {
     }
 }
 
-/// How to start keiko: flags and extra environment.
+/// How to start keiko: flags, extra environment, and optionally an open-file limit.
 pub struct Options {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub fd_limit: Option<u64>,
 }
 
 impl Default for Options {
@@ -116,6 +117,7 @@ impl Default for Options {
         Options {
             args: vec!["--threads".into(), "2".into(), "--flush-ms".into(), "50".into()],
             env: Vec::new(),
+            fd_limit: None,
         }
     }
 }
@@ -133,6 +135,12 @@ impl Options {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts keiko with this soft and hard RLIMIT_NOFILE, like `ulimit -n` in a shell.
+    pub fn fd_limit(mut self, limit: u64) -> Self {
+        self.fd_limit = Some(limit);
         self
     }
 }
@@ -174,6 +182,19 @@ impl Keiko {
         let mut cmd = command();
         cmd.arg("--addr").arg("127.0.0.1:0").arg("--images").arg(images).arg("--db").arg(db);
         cmd.args(&options.args).envs(options.env.iter().map(|(k, v)| (k, v)));
+        if let Some(limit) = options.fd_limit {
+            let limit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -200,6 +221,33 @@ impl Keiko {
             }
         };
         Keiko { child, addr, db: db.to_path_buf(), log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Resident memory of the keiko process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// CPU time (user + system, all threads) the keiko process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
+    /// The value of an unlabelled series in /metrics, asked on a fresh connection.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = String::from_utf8(self.get("/metrics").body).unwrap();
+        metric_in(&text, series)
     }
 
     pub fn log(&self) -> String {
@@ -266,6 +314,30 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// The value of `series` in a /metrics text.
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Raises this test process's soft open-file limit to at least `want` (up to the hard limit);
+/// returns the limit now in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    limit.rlim_cur
+}
+
 /// Sum of every image's count in the database.
 pub fn db_sum(db: &Path) -> u64 {
     let conn = rusqlite::Connection::open(db).unwrap();
@@ -289,18 +361,18 @@ pub struct Response {
 
 impl Response {
     /// Reads one response; `head_only` for responses to HEAD (no body despite Content-Length).
-    /// None when the connection closed before a status line.
+    /// None when the connection closed or failed before the whole response arrived.
     pub fn read(reader: &mut impl BufRead, head_only: bool) -> Option<Response> {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 {
             return None;
         }
-        let status = line.split(' ').nth(1).expect("status code").parse().unwrap();
+        let status = line.split(' ').nth(1)?.parse().ok()?;
         let mut headers = Vec::new();
         loop {
             line.clear();
-            reader.read_line(&mut line).unwrap();
-            let l = line.trim_end_matches("\r\n");
+            reader.read_line(&mut line).ok()?;
+            let l = line.strip_suffix("\r\n")?;
             if l.is_empty() {
                 break;
             }
@@ -311,7 +383,7 @@ impl Response {
         if !head_only {
             let len: usize = r.header("Content-Length").expect("Content-Length").parse().unwrap();
             r.body = vec![0; len];
-            reader.read_exact(&mut r.body).unwrap();
+            reader.read_exact(&mut r.body).ok()?;
         }
         Some(r)
     }
@@ -328,4 +400,104 @@ pub fn closed_by_server(reader: &mut impl Read) -> bool {
         Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
         Ok(_) => false,
     }
+}
+
+/// What a background load saw.
+#[derive(Default, Debug)]
+pub struct LoadReport {
+    /// 200 image responses received whole, with the time each one finished.
+    pub delivered: Vec<Instant>,
+    /// Anything else: error statuses, resets, refused connections, truncated responses.
+    pub failures: u64,
+    /// Time from sending each request to having its whole response, for every delivered one.
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadReport {
+    pub fn ok(&self) -> u64 {
+        self.delivered.len() as u64
+    }
+
+    /// The `q` quantile (0..=1) of the latencies.
+    pub fn latency(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default()
+    }
+}
+
+/// `clients` threads sending `GET /` to keiko until stopped, half of them on keep-alive
+/// connections and half with a new connection per request.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|i| {
+                let stop = stop.clone();
+                std::thread::spawn(move || client(addr, i % 2 == 0, &stop))
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops every client after its current request and sums what they saw.
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = LoadReport::default();
+        for c in self.clients {
+            let r = c.join().unwrap();
+            all.delivered.extend(r.delivered);
+            all.failures += r.failures;
+            all.latencies.extend(r.latencies);
+        }
+        all.delivered.sort();
+        all
+    }
+}
+
+fn client(addr: SocketAddr, keep_alive: bool, stop: &std::sync::atomic::AtomicBool) -> LoadReport {
+    let mut report = LoadReport::default();
+    let request: &[u8] = if keep_alive {
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    } else {
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    };
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let started = Instant::now();
+        if conn.is_none() {
+            match TcpStream::connect(addr) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    conn = Some(BufReader::new(s));
+                }
+                Err(_) => {
+                    report.failures += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        let reader = conn.as_mut().unwrap();
+        let answered = reader.get_mut().write_all(request).ok().and_then(|()| Response::read(reader, false));
+        match answered {
+            Some(r) if r.status == 200 && r.header("Content-Type") == Some("image/webp") => {
+                report.delivered.push(Instant::now());
+                report.latencies.push(started.elapsed());
+                if !keep_alive || r.header("Connection") == Some("close") {
+                    conn = None;
+                }
+            }
+            _ => {
+                report.failures += 1;
+                conn = None;
+            }
+        }
+    }
+    report
 }
