@@ -1,0 +1,115 @@
+//! Fuzzes keiko's request reading the way `src/server/conn.rs` drives it, minus the socket.
+//!
+//! Input: byte 0 says how many of the next bytes (0..=16) are read sizes, used in turn and cycled
+//! (a size of 0, or no sizes at all, means "as much as fits"); everything after them is what the
+//! client sends. The model keeps conn.rs's buffer of at most `MAX_HEAD` bytes, reads only into its
+//! free room, parses complete heads one after another (pipelining) until `Partial`, and stops at a
+//! rejection, a `Connection: close` request or the end of the input. It checks:
+//!
+//! - `parse` and `route` never panic;
+//! - a `Complete` head's `len` is in `1..=` the bytes available (0 would loop forever, more would
+//!   overrun the buffer), and its path lies inside that head and contains no `?`;
+//! - the buffer never exceeds `MAX_HEAD`, and a full buffer never parses as `Partial`: conn.rs
+//!   would then read into zero bytes of room and drop the connection without an answer;
+//! - the loop ends: every round consumes input, and with the checks above that is enough;
+//! - how the bytes were split into reads changes nothing: the transcript (every request with its
+//!   position in the stream, the rejection, the unparsed rest) equals the one from reading as much
+//!   as fits each time. Otherwise a client's TCP segmentation would change what keiko answers.
+
+#![no_main]
+
+use keiko::http::request::{parse, Method, Parsed, Rejection, MAX_HEAD};
+use keiko::http::response::Connection;
+use keiko::http::route::{route, Route};
+use libfuzzer_sys::fuzz_target;
+
+/// What the connection did, with positions as offsets into the client's byte stream.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    Request {
+        at: usize,
+        len: usize,
+        method: Method,
+        path: (usize, usize),
+        connection: Connection,
+        route: Route,
+    },
+    Rejected {
+        at: usize,
+        rejection: Rejection,
+    },
+    /// The client stopped sending; `unparsed` bytes of an incomplete head were left.
+    Eof {
+        unparsed: usize,
+    },
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&n, rest)) = data.split_first() else { return };
+    let (reads, stream) = rest.split_at(usize::from(n % 17).min(rest.len()));
+    let transcript = serve(stream, reads);
+    if reads.iter().any(|&r| r != 0) {
+        assert_eq!(transcript, serve(stream, &[]), "outcome depends on the read sizes");
+    }
+});
+
+/// conn.rs's read-parse loop over `stream`, with read sizes taken from `reads`.
+fn serve(stream: &[u8], reads: &[u8]) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut reads = reads.iter().cycle();
+    let mut buf = Vec::with_capacity(MAX_HEAD);
+    let (mut sent, mut start) = (0, 0); // bytes of `stream` read so far; stream offset of buf[0]
+    loop {
+        let mut used = 0;
+        loop {
+            let at = start + used;
+            match parse(&buf[used..]) {
+                Parsed::Partial => {
+                    assert!(buf.len() - used < MAX_HEAD, "Partial for a full buffer");
+                    break;
+                }
+                Parsed::Complete { request, len } => {
+                    assert!(len > 0 && len <= buf.len() - used, "len {len} of {} bytes", buf.len() - used);
+                    let head = &buf[used..used + len];
+                    let path = request.path;
+                    let offset = (path.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+                    assert!(offset <= len && path.len() <= len - offset, "path outside the head");
+                    assert!(!path.contains(&b'?'), "query left in path {path:?}");
+                    let (route, name) = route(path);
+                    match route {
+                        Route::Image => assert!(path.strip_prefix(b"/images/") == Some(name)),
+                        _ => assert!(name.is_empty()),
+                    }
+                    let (method, connection) = (request.method, request.connection);
+                    let path = (at + offset, path.len());
+                    events.push(Event::Request { at, len, method, path, connection, route });
+                    used += len;
+                    if connection == Connection::Close {
+                        return events;
+                    }
+                }
+                Parsed::Rejected(rejection) => {
+                    events.push(Event::Rejected { at, rejection });
+                    return events;
+                }
+            }
+        }
+        buf.drain(..used);
+        start += used;
+
+        let room = MAX_HEAD - buf.len();
+        assert!(room > 0, "reading into a full buffer");
+        let want = match reads.next() {
+            Some(&size) if size > 0 => usize::from(size),
+            _ => room,
+        };
+        let n = want.min(room).min(stream.len() - sent);
+        if n == 0 {
+            events.push(Event::Eof { unparsed: buf.len() });
+            return events;
+        }
+        buf.extend_from_slice(&stream[sent..sent + n]);
+        sent += n;
+        assert!(buf.len() <= MAX_HEAD);
+    }
+}
