@@ -123,7 +123,16 @@ fn thousands_of_idle_connections_and_a_slowloris_do_not_delay_others_and_time_ou
     }
     let (_images, _tmp, keiko) =
         common::start_standard(Options::default().arg("--header-timeout-ms", "3000"));
-    let idle: Vec<TcpStream> = (0..IDLE).map(|_| keiko.connect()).collect();
+    // Idle keep-alive connections: each made one request and then went quiet. (Connections that
+    // never send a byte are held back by the kernel, TCP_DEFER_ACCEPT, and reach keiko later.)
+    let mut idle: Vec<TcpStream> = (0..IDLE).map(|_| keiko.connect()).collect();
+    for s in &mut idle {
+        s.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    }
+    for (i, s) in idle.iter_mut().enumerate() {
+        let r = Response::read(&mut BufReader::new(s), true);
+        assert_eq!(r.map(|r| r.status), Some(200), "idle connection {i}'s first request");
+    }
     let slowloris = {
         let mut s = keiko.connect();
         std::thread::spawn(move || {

@@ -34,7 +34,6 @@ struct Answer {
 }
 
 pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
-    let _ = stream.set_nodelay(true);
     let slot = w.conns.open(stream.as_raw_fd(), w.stats);
     let mut buf = Vec::with_capacity(MAX_HEAD);
     let mut wire = Wire::new();
