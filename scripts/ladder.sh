@@ -46,7 +46,7 @@ trap 'exit 130' INT TERM
 if [ -z "$URL" ]; then
   cargo build --release --quiet --bin keiko
   URL="http://127.0.0.1:$PORT"
-  KEIKO_ADDR="127.0.0.1:$PORT" KEIKO_THREADS="$THREADS" KEIKO_IMAGES="$IMAGES" KEIKO_DB="$RUN/keiko.db" \
+  KEIKO_ADDR="127.0.0.1:$PORT" KEIKO_THREADS="${THREADS:-0}" KEIKO_IMAGES="$IMAGES" KEIKO_DB="$RUN/keiko.db" \
     "${SERVER_PIN[@]}" ./target/release/keiko >"$RUN/keiko.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 300); do grep -q "listening on" "$RUN/keiko.log" && break; sleep 0.1; done
