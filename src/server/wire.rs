@@ -9,7 +9,7 @@
 //!
 //! Large bodies in responses that end their connection go out with sendfile: copying them into
 //! the socket is most of what serving them costs, and sendfile hands the kernel references to the
-//! catalogue's pages instead. Measured on loopback (docs/BENCHMARKS.md), that saved about a fifth of
+//! catalogue's pages instead. Measured on loopback (docs/BENCHMARKS.md), that saves about a fifth of
 //! the server's CPU per request with new connections, breaks even for 30-70 KB bodies, and costs
 //! about 40% more on busy keep-alive connections, where the receiving side then merges skbs full of
 //! shared page references instead of copying private ones (TCPRcvCoalesce rises 30-fold); so
