@@ -191,10 +191,8 @@ fn thousands_of_idle_connections_and_a_slowloris_do_not_delay_others_and_time_ou
 #[test]
 fn a_panicking_handler_closes_only_its_own_connection() {
     let _serial = serial();
-    let images = Images::standard();
-    let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("k.db");
-    let keiko = Keiko::start_with(images.path(), &db, Options::default().arg("--threads", "1"));
+    let (_images, _tmp, keiko) = common::start_standard(Options::default().arg("--threads", "1"));
+    let db = keiko.db.clone();
     let mut bystander = keiko.connect();
     let mut served = 0;
     for round in 0..5 {
@@ -301,10 +299,8 @@ fn wait_while_failing(keiko: &Keiko, hold: Duration) {
 #[test]
 fn a_database_locked_for_ten_seconds_under_load_loses_no_hit() {
     let _serial = serial();
-    let images = Images::standard();
-    let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("k.db");
-    let keiko = Keiko::start(images.path(), &db);
+    let (_images, _tmp, keiko) = common::start_standard(Options::default());
+    let db = keiko.db.clone();
     under_load(keiko, &db, |keiko| {
         let locker = rusqlite::Connection::open(&db).unwrap();
         locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -386,11 +382,9 @@ fn a_database_made_read_only_delays_hits_but_loses_none() {
         eprintln!("skipped: chattr +i needs root");
         return;
     }
-    let images = Images::standard();
-    let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("k.db");
-    let keiko = Keiko::start(images.path(), &db);
-    let files = [db.clone(), tmp.path().join("k.db-wal")];
+    let (_images, _tmp, keiko) = common::start_standard(Options::default());
+    let db = keiko.db.clone();
+    let files = [db.clone(), db.with_file_name("keiko.db-wal")];
     under_load(keiko, &db, |keiko| {
         set_immutable(&files, true);
         wait_while_failing(keiko, Duration::from_secs(3));
@@ -401,10 +395,8 @@ fn a_database_made_read_only_delays_hits_but_loses_none() {
 #[test]
 fn sigterm_under_load_exits_cleanly_and_every_delivered_hit_is_counted() {
     let _serial = serial();
-    let images = Images::standard();
-    let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("k.db");
-    let keiko = Keiko::start(images.path(), &db);
+    let (_images, _tmp, keiko) = common::start_standard(Options::default());
+    let db = keiko.db.clone();
     const CLIENTS: usize = 8;
     let load = Load::start(keiko.addr, CLIENTS);
     std::thread::sleep(Duration::from_secs(1));
