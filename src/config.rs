@@ -1,12 +1,16 @@
 //! Configuration: every setting is a command-line flag with an environment variable behind it, the
 //! flag winning. clap does the parsing, the defaults and `--help`; this module only adds the checks
-//! that need more than a type (a thread count of 0 means "all cores").
+//! that need more than a type (a thread count of 0 means "all cores"), the defaults that depend on
+//! other settings (the cache directory sits next to the database), and error messages that name
+//! the environment variable when that is where a bad value came from.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+
+use crate::library::{self, Limits, Settings, WebpMode};
 
 /// Most event-loop threads keiko will start; far more than any host has cores.
 const MAX_THREADS: usize = 1024;
@@ -29,13 +33,46 @@ pub struct Config {
     #[arg(long, env = "KEIKO_THREADS", default_value_t = 0)]
     pub threads: usize,
 
-    /// Directory of images to serve (JPEG, PNG, GIF and WebP; other files are ignored)
+    /// Directory of images to serve (JPEG, PNG, GIF and WebP files directly in it), followed live
     #[arg(long, env = "KEIKO_IMAGES", default_value = "assets/images")]
     pub images: PathBuf,
 
     /// SQLite database that holds the hit counts (created if missing)
     #[arg(long, env = "KEIKO_DB", default_value = "keiko.db")]
     pub db: PathBuf,
+
+    /// Directory of encoded images kept across restarts [default: <db without .db>-cache next to
+    /// the database]
+    #[arg(long, env = "KEIKO_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// WebP encoding: lossless (exact pixels), lossy:Q (quality 0-100), or auto (lossless for PNG,
+    /// GIF and lossless WebP sources, lossy:75 for JPEG and lossy WebP)
+    #[arg(long, env = "KEIKO_WEBP", default_value = "lossless")]
+    pub webp: WebpMode,
+
+    /// Downscale images whose longer side exceeds this many pixels while encoding; 0 = never
+    #[arg(long, env = "KEIKO_MAX_SIDE", default_value_t = 0)]
+    pub max_side: u32,
+
+    /// Skip images of more pixels than this (judged from the header, before decoding)
+    #[arg(long, env = "KEIKO_MAX_PIXELS", default_value_t = 50_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pixels: u64,
+
+    /// Skip image files larger than this many bytes
+    #[arg(long, env = "KEIKO_MAX_FILE_BYTES", default_value_t = 100 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_file_bytes: u64,
+
+    /// Threads that encode images, at idle priority; 0 means one per usable core
+    #[arg(long, env = "KEIKO_ENCODERS", default_value_t = 0)]
+    pub encoders: usize,
+
+    /// Seconds between full rescans of the image directory, the fallback for filesystems without
+    /// inotify (changes are otherwise seen at once); 0 = never
+    #[arg(long, env = "KEIKO_RESCAN_SECS", default_value_t = 60)]
+    pub rescan_secs: u64,
 
     /// Longest time, in milliseconds, that a served hit waits before it is written to the database
     #[arg(long, env = "KEIKO_FLUSH_MS", default_value_t = 100,
@@ -74,6 +111,65 @@ impl Config {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
     }
+
+    /// The cache directory: as configured, or `<db stem>-cache` next to the database.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            let stem = self.db.file_stem().map_or("keiko".into(), |s| s.to_string_lossy());
+            self.db.with_file_name(format!("{stem}-cache"))
+        })
+    }
+
+    pub fn library(&self) -> anyhow::Result<library::Options> {
+        let encoders = match self.encoders {
+            0 => available_cores(),
+            n if n > MAX_THREADS => {
+                anyhow::bail!("--encoders/KEIKO_ENCODERS is {n}; the most keiko starts is {MAX_THREADS}")
+            }
+            n => n,
+        };
+        Ok(library::Options {
+            images: self.images.clone(),
+            cache: self.cache_dir(),
+            settings: Settings { mode: self.webp, max_side: self.max_side },
+            limits: Limits { max_pixels: self.max_pixels, max_file_bytes: self.max_file_bytes },
+            encoders,
+            rescan: (self.rescan_secs > 0).then(|| Duration::from_secs(self.rescan_secs)),
+        })
+    }
+
+    /// Parses the command line and environment, exiting with a message on a bad value. When the
+    /// value came from an environment variable, the message says which one.
+    pub fn from_args() -> Config {
+        Config::try_parse().unwrap_or_else(|e| {
+            let from_env = env_source(&e, std::env::args_os().map(|a| a.to_string_lossy().into_owned()));
+            match from_env {
+                Some(var) => {
+                    let value = std::env::var(&var).unwrap_or_default();
+                    eprintln!("{}", e.render().to_string().trim_end());
+                    eprintln!("  (the value '{value}' came from the environment variable {var})");
+                    std::process::exit(2);
+                }
+                None => e.exit(),
+            }
+        })
+    }
+}
+
+/// The environment variable behind the argument that `error` complains about, when the command
+/// line `args` did not give that flag (so the bad value can only have come from the variable).
+fn env_source(error: &clap::Error, args: impl Iterator<Item = String>) -> Option<String> {
+    let clap::error::ContextValue::String(arg) = error.get(clap::error::ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let flag = format!("--{long}");
+    if args.into_iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+        return None;
+    }
+    let command = Config::command();
+    let env = command.get_arguments().find(|a| a.get_long() == Some(long))?.get_env()?;
+    Some(env.to_string_lossy().into_owned())
 }
 
 /// Cores this process may run on (its CPU affinity and cgroup quota, not just the machine's count).
@@ -99,6 +195,23 @@ mod tests {
         assert_eq!(c.flush_ms, 100);
         assert_eq!(c.header_timeout_ms, 10_000);
         assert_eq!(c.max_conns, 16_384);
+        assert_eq!(c.cache_dir(), PathBuf::from("keiko-cache"));
+        assert_eq!(c.webp, WebpMode::Lossless);
+        assert_eq!((c.max_side, c.max_pixels, c.rescan_secs), (0, 50_000_000, 60));
+        assert_eq!(
+            parse(&["--db", "/var/lib/k/hits.db"]).unwrap().cache_dir(),
+            PathBuf::from("/var/lib/k/hits-cache")
+        );
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_names_its_variable() {
+        let err = parse(&["--threads", "banana"]).unwrap_err();
+        assert_eq!(env_source(&err, ["keiko".into()].into_iter()).as_deref(), Some("KEIKO_THREADS"));
+        let args = ["keiko", "--threads", "banana"].map(String::from);
+        assert_eq!(env_source(&err, args.into_iter()), None, "the flag was on the command line");
+        let err = parse(&["--webp", "lossy:200"]).unwrap_err();
+        assert_eq!(env_source(&err, ["keiko".into()].into_iter()).as_deref(), Some("KEIKO_WEBP"));
     }
 
     #[test]
@@ -122,6 +235,9 @@ mod tests {
             &["--flush-ms", "soon"],
             &["--header-timeout-ms", "5"],
             &["--max-conns", "0"],
+            &["--webp", "lossy"],
+            &["--max-pixels", "0"],
+            &["--rescan-secs", "-5"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }

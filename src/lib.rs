@@ -1,72 +1,94 @@
-//! keiko: serves a random image from a directory as WebP, from memory, on one io_uring event loop
-//! per core, and records every hit in SQLite without ever making a request wait for it.
+//! keiko: serves a random image from a directory as WebP, from the page cache, on one io_uring
+//! event loop per core, and records every hit in SQLite without ever making a request wait for it.
 //!
 //! ```text
-//!  startup:  images/ --decode+encode on every core--> catalog (immutable, &'static)
-//!  serving:  client --> loop 0..N (monoio, SO_REUSEPORT) --pre-built bytes--> client
+//!  library:  images/ --watch, encode at idle priority, on-disk cache--> catalogue snapshots
+//!  serving:  client --> loop 0..N (monoio, SO_REUSEPORT, own snapshot) --pre-built bytes--> client
 //!                            | hit (8 bytes, try_send)
 //!                            v
 //!            crossbeam channel --> writer thread --one transaction per flush--> SQLite (WAL)
 //! ```
 //!
-//! [`run`] wires the pieces together in that order and owns the shutdown sequence: stop the
-//! loops, then let the writer flush every hit they handed over.
+//! [`run`] wires the pieces together, listening before the library has looked at a single image,
+//! and owns the signals: SIGHUP rescans the directory, the stopping signals stop the loops and let
+//! the writer flush every hit they handed over, and the other catchable signals that would end the
+//! process are logged and ignored, so none of them can lose a hit.
 
 pub mod catalog;
 pub mod config;
 pub mod hits;
 pub mod http;
+pub mod library;
 pub mod metrics;
 pub mod server;
 
 use std::time::Instant;
 
 use anyhow::Context;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
 
-use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::hits::{Store, Totals};
+use crate::hits::{Registry, Store};
+use crate::library::Library;
 use crate::metrics::Metrics;
 use crate::server::{Driver, Shared};
 
-/// Runs keiko until SIGINT or SIGTERM; an error means it could not start.
+/// Signals that stop keiko gracefully.
+const STOP: [i32; 4] = [SIGINT, SIGTERM, SIGQUIT, SIGXCPU];
+/// Signals whose default action would end the process without a flush: logged and ignored.
+const IGNORED: [i32; 8] =
+    [SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGIO, libc::SIGPWR, libc::SIGSTKFLT, SIGXFSZ];
+
+/// Runs keiko until a stopping signal; an error means it could not start.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     share_one_malloc_arena();
     let threads = config.thread_count()?;
+    let library_options = config.library()?;
     let store = Store::open(&config.db)?;
     let known = store.counts().with_context(|| format!("cannot read hits from {}", config.db.display()))?;
-    let catalog = leak(Catalog::load(&config.images, config::available_cores())?);
-    release_startup_memory();
-    let totals =
-        leak(Totals::new(catalog.entries().iter().map(|e| known.get(&e.name).copied().unwrap_or(0))));
+    let registry: &'static Registry = leak(Registry::new(known));
     let metrics = leak(Metrics::new(threads));
 
     let fd_limit = server::raise_fd_limit();
     let listeners = server::bind(config.addr, threads)?;
     let addr = listeners[0].local_addr()?;
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    let realtime = libc::SIGRTMIN()..=libc::SIGRTMAX();
+    let mut signals = Signals::new(STOP.iter().chain(&[SIGHUP]).chain(&IGNORED).copied().chain(realtime))
+        .context("cannot install signal handlers")?;
+    let (library, published) = Library::start(library_options, registry, &metrics.library)?;
     let (hits_tx, hits_rx) = hits::channel();
-    let names = catalog.entries().iter().map(|e| e.name.clone()).collect();
-    let writer = hits::spawn_writer(store, hits_rx, names, totals, &metrics.writer, config.flush_interval())
+    let writer = hits::spawn_writer(store, hits_rx, registry, &metrics.writer, config.flush_interval())
         .context("cannot start the hit writer")?;
-    let shared =
-        leak(Shared::new(catalog, totals, metrics, config.header_timeout(), config.max_conns as usize));
+    let shared = leak(Shared::new(published, metrics, config.header_timeout(), config.max_conns as usize));
     let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
     tracing::info!(
-        "ready: listening on http://{addr}, {threads} thread(s) ({}), {} images, cache {} bytes, \
+        "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {}, cache in {}, \
          open-file limit {fd_limit}, started in {} ms",
         driver.name(),
-        catalog.len(),
-        catalog.bytes(),
+        config.images.display(),
+        config.cache_dir().display(),
         started.elapsed().as_millis()
     );
 
-    let signal = signals.forever().next().unwrap_or(SIGTERM);
-    tracing::info!("received {}, shutting down", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
+    let signal = signals
+        .forever()
+        .find(|&signal| match signal {
+            SIGHUP => {
+                library.rescan();
+                false
+            }
+            s if STOP.contains(&s) => true,
+            s => {
+                tracing::info!("ignoring {} (SIGINT or SIGTERM stops keiko)", signal_name(s));
+                false
+            }
+        })
+        .unwrap_or(SIGTERM);
+    tracing::info!("received {}, shutting down", signal_name(signal));
     server.stop();
+    library.stop();
     if writer.finish().is_err() {
         anyhow::bail!("the hit writer panicked: hits since the last flush are lost");
     }
@@ -79,14 +101,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Decoding and encoding went through tens of MiB that neither mimalloc (Rust's side) nor glibc's
-/// malloc (libwebp's and SQLite's) hands back to the OS by itself; the server keeps none of it.
-fn release_startup_memory() {
-    // SAFETY: both only release free memory.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-        libc::malloc_trim(0);
-    }
+fn signal_name(signal: i32) -> String {
+    signal_hook::low_level::signal_name(signal).map_or_else(|| format!("signal {signal}"), str::to_string)
 }
 
 /// Rust code allocates through mimalloc; only libwebp (encoding at startup) and SQLite (the hit

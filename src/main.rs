@@ -4,14 +4,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = keiko::config::Config::parse();
+    let config = keiko::config::Config::from_args();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("KEIKO_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

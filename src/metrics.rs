@@ -17,11 +17,14 @@ use crate::http::route::Route;
 
 /// Upper bounds, in seconds, of the flush-duration histogram buckets.
 const FLUSH_BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Upper bounds, in seconds, of the encode-duration histogram buckets.
+const ENCODE_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 pub struct Metrics {
     started: Instant,
     threads: Box<[CachePadded<ThreadStats>]>,
     pub writer: WriterStats,
+    pub library: LibraryStats,
 }
 
 /// One event-loop thread's counters; only that thread writes them.
@@ -34,14 +37,159 @@ pub struct ThreadStats {
 }
 
 /// The hit writer's counters; only the writer thread writes them.
-#[derive(Default)]
 pub struct WriterStats {
     persisted: AtomicU64,
     flush_failures: AtomicU64,
     failing: AtomicBool,
-    flush_buckets: [AtomicU64; FLUSH_BUCKETS.len()],
-    flush_count: AtomicU64,
-    flush_nanos: AtomicU64,
+    flushes: Histogram<{ FLUSH_BUCKETS.len() }>,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            persisted: AtomicU64::new(0),
+            flush_failures: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            flushes: Histogram::new(&FLUSH_BUCKETS),
+        }
+    }
+}
+
+/// A histogram with fixed bucket bounds, written with `fetch_add` (it has several writers).
+struct Histogram<const N: usize> {
+    bounds: &'static [f64; N],
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: &'static [f64; N]) -> Self {
+        Histogram {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        self.count.fetch_add(1, Relaxed);
+        self.nanos.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        let secs = took.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        family(out, name, "histogram", help);
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.nanos.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// The library's state and the encoders' work. The gauges are set by the library thread alone;
+/// the counters are added to by every encoding thread.
+pub struct LibraryStats {
+    files: AtomicU64,
+    ready: AtomicU64,
+    failed: AtomicU64,
+    waiting: AtomicU64,
+    body_bytes: AtomicU64,
+    cache_writable: AtomicBool,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    encodes: Histogram<{ ENCODE_BUCKETS.len() }>,
+}
+
+impl Default for LibraryStats {
+    fn default() -> Self {
+        LibraryStats {
+            files: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+            cache_writable: AtomicBool::new(true),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            encodes: Histogram::new(&ENCODE_BUCKETS),
+        }
+    }
+}
+
+impl LibraryStats {
+    pub fn set_library(&self, files: usize, ready: usize, failed: usize, waiting: usize, body_bytes: usize) {
+        self.files.store(files as u64, Relaxed);
+        self.ready.store(ready as u64, Relaxed);
+        self.failed.store(failed as u64, Relaxed);
+        self.waiting.store(waiting as u64, Relaxed);
+        self.body_bytes.store(body_bytes as u64, Relaxed);
+    }
+
+    pub fn set_cache_writable(&self, writable: bool) {
+        self.cache_writable.store(writable, Relaxed);
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Relaxed);
+    }
+
+    pub fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Relaxed);
+    }
+
+    pub fn encoded(&self, took: Duration) {
+        self.encodes.observe(took);
+    }
+
+    fn render(&self, out: &mut String) {
+        family(out, "keiko_library_images", "gauge", "Image files in the library, by state.");
+        let files = self.files.load(Relaxed);
+        let (ready, failed, waiting) =
+            (self.ready.load(Relaxed), self.failed.load(Relaxed), self.waiting.load(Relaxed));
+        let _ = writeln!(out, "keiko_library_images{{state=\"all\"}} {files}");
+        let _ = writeln!(out, "keiko_library_images{{state=\"ready\"}} {ready}");
+        let _ = writeln!(out, "keiko_library_images{{state=\"failed\"}} {failed}");
+        let _ = writeln!(out, "keiko_library_images{{state=\"waiting\"}} {waiting}");
+        sample(
+            out,
+            "keiko_library_body_bytes",
+            "gauge",
+            "Bytes of the WebP bodies being served.",
+            self.body_bytes.load(Relaxed),
+        );
+        sample(
+            out,
+            "keiko_cache_writable",
+            "gauge",
+            "1 while the encoding cache directory takes new files, 0 while encodings are kept in memory.",
+            u64::from(self.cache_writable.load(Relaxed)),
+        );
+        sample(
+            out,
+            "keiko_cache_hits_total",
+            "counter",
+            "Encodings found in the on-disk cache.",
+            self.cache_hits.load(Relaxed),
+        );
+        sample(
+            out,
+            "keiko_cache_misses_total",
+            "counter",
+            "Images that had to be encoded because the cache had no encoding for them.",
+            self.cache_misses.load(Relaxed),
+        );
+        self.encodes.render(out, "keiko_encode_duration_seconds", "Time to decode and encode one image.");
+    }
 }
 
 /// Adds to a counter from its only writer: a load and a store, no locked instruction.
@@ -55,6 +203,7 @@ impl Metrics {
             started: Instant::now(),
             threads: (0..threads).map(|_| CachePadded::new(ThreadStats::default())).collect(),
             writer: WriterStats::default(),
+            library: LibraryStats::default(),
         }
     }
 
@@ -114,22 +263,7 @@ impl Metrics {
             u64::from(!w.failing.load(Relaxed)),
         );
 
-        family(
-            out,
-            "keiko_flush_duration_seconds",
-            "histogram",
-            "Time taken by each SQLite flush transaction.",
-        );
-        let mut cumulative = 0;
-        for (bound, bucket) in FLUSH_BUCKETS.iter().zip(&w.flush_buckets) {
-            cumulative += bucket.load(Relaxed);
-            let _ = writeln!(out, "keiko_flush_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = w.flush_count.load(Relaxed);
-        let _ = writeln!(out, "keiko_flush_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ =
-            writeln!(out, "keiko_flush_duration_seconds_sum {}", w.flush_nanos.load(Relaxed) as f64 / 1e9);
-        let _ = writeln!(out, "keiko_flush_duration_seconds_count {count}");
+        w.flushes.render(out, "keiko_flush_duration_seconds", "Time taken by each SQLite flush transaction.");
 
         let open: u64 = self.threads.iter().map(|t| t.open_connections.load(Relaxed)).sum();
         family(out, "keiko_open_connections", "gauge", "Client connections open now.");
@@ -142,6 +276,7 @@ impl Metrics {
             "Connections closed at accept because their thread had --max-conns open.",
             refused,
         );
+        self.library.render(out);
         family(out, "keiko_uptime_seconds", "gauge", "Seconds since keiko started.");
         let _ = writeln!(out, "keiko_uptime_seconds {:.3}", self.started.elapsed().as_secs_f64());
     }
@@ -185,12 +320,7 @@ impl WriterStats {
 
     pub fn flushed(&self, hits: u64, took: Duration) {
         add(&self.persisted, hits);
-        add(&self.flush_count, 1);
-        add(&self.flush_nanos, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
-        let secs = took.as_secs_f64();
-        if let Some(i) = FLUSH_BUCKETS.iter().position(|&b| secs <= b) {
-            add(&self.flush_buckets[i], 1);
-        }
+        self.flushes.observe(took);
         self.failing.store(false, Relaxed);
     }
 

@@ -1,5 +1,6 @@
-//! Startup: configuration from flags and environment, and every way startup can fail, each with
-//! a non-zero exit and a message that names the problem, before anything listens.
+//! Startup: configuration from flags and environment, every way startup can fail (each with a
+//! non-zero exit and a message that names the problem), and a library that has nothing to serve
+//! yet (not a failure: keiko listens and answers 503 until an image arrives).
 
 mod common;
 
@@ -36,6 +37,13 @@ fn help_documents_every_option_and_its_variable() {
         ("--db", "KEIKO_DB"),
         ("--flush-ms", "KEIKO_FLUSH_MS"),
         ("--header-timeout-ms", "KEIKO_HEADER_TIMEOUT_MS"),
+        ("--cache-dir", "KEIKO_CACHE_DIR"),
+        ("--webp", "KEIKO_WEBP"),
+        ("--max-side", "KEIKO_MAX_SIDE"),
+        ("--max-pixels", "KEIKO_MAX_PIXELS"),
+        ("--max-file-bytes", "KEIKO_MAX_FILE_BYTES"),
+        ("--encoders", "KEIKO_ENCODERS"),
+        ("--rescan-secs", "KEIKO_RESCAN_SECS"),
     ] {
         assert!(
             help.contains(flag) && help.contains(&format!("env: {var}")),
@@ -45,23 +53,46 @@ fn help_documents_every_option_and_its_variable() {
 }
 
 #[test]
-fn a_directory_without_usable_images_fails_naming_it() {
+fn a_directory_without_usable_images_serves_503_until_one_arrives() {
     let images = Images::empty();
     images.add("broken.png", b"not a png");
     images.add("readme.txt", b"hello");
     let tmp = tempfile::tempdir().unwrap();
+    let keiko =
+        Keiko::start_with(images.path(), &tmp.path().join("k.db"), Options::default().listening_only());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !keiko.log().contains("no usable image") {
+        assert!(std::time::Instant::now() < deadline, "no log line about the empty library: {}", keiko.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = keiko.log();
+    assert!(log.contains(images.path().to_str().unwrap()), "the line names the directory: {log}");
+    assert!(log.contains("broken.png"), "the broken file is named in a warning: {log}");
+    for path in ["/", "/readyz"] {
+        let r = keiko.get(path);
+        assert_eq!((r.status, r.header("Retry-After")), (503, Some("1")), "{path}");
+    }
+    assert_eq!(keiko.get("/healthz").status, 200, "liveness is not readiness");
+    assert_eq!(keiko.metric("keiko_hits_served_total"), 0.0, "a 503 counts no hit");
+
+    images.add("late.png", &common::png(&common::pattern(4, 4, false), 4, 4));
+    keiko.wait_ready(Duration::from_secs(10));
+    let r = keiko.get("/");
+    assert_eq!((r.status, r.header("X-Image-Name")), (200, Some("late.png")));
+}
+
+#[test]
+fn a_missing_image_directory_fails_at_once_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
+    let started = std::time::Instant::now();
     let out = fails(
-        &["--images", images.path().to_str().unwrap(), "--db", tmp.path().join("k.db").to_str().unwrap()],
+        &["--images", "/no/such/dir", "--db", tmp.path().join("k.db").to_str().unwrap()],
         &[("KEIKO_ADDR", &format!("127.0.0.1:{port}"))],
     );
-    let err = stderr(&out);
-    assert!(err.contains("no usable image") && err.contains(images.path().to_str().unwrap()), "{err}");
-    assert!(err.contains("broken.png"), "the broken file is named in a warning: {err}");
-    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing may have listened");
-
-    let out = fails(&["--images", "/no/such/dir", "--db", tmp.path().join("k.db").to_str().unwrap()], &[]);
-    assert!(stderr(&out).contains("/no/such/dir"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read image directory /no/such/dir"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing may still listen");
 }
 
 #[test]
@@ -73,6 +104,7 @@ fn a_broken_file_is_skipped_with_one_warning_naming_it() {
     let warnings: Vec<_> = log.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("broken.png"), "{log}");
+    assert!(warnings[0].contains("a damaged or truncated PNG"), "said in keiko's words: {log}");
     assert!(log.lines().all(|l| !l.trim().is_empty()), "the warning is one line: {log:?}");
     assert!(!log.contains("notes.txt"), "other files are ignored silently: {log}");
     assert_eq!(keiko.hits().len(), 4);
@@ -88,13 +120,23 @@ fn an_unusable_database_fails_with_a_clear_message() {
     let a_directory = tmp.path().to_path_buf();
     for (db, expect) in [
         (&not_sqlite, "not a database"),
-        (&missing_folder, "unable to open database file"),
-        (&a_directory, "unable to open database file"),
+        (&missing_folder, "missing/folder does not exist"),
+        (&a_directory, "it is a directory"),
     ] {
         let out = fails(&["--images", images.path().to_str().unwrap(), "--db", db.to_str().unwrap()], &[]);
         let err = stderr(&out);
         assert!(err.contains(db.to_str().unwrap()) && err.contains(expect), "{db:?}: {err}");
+        assert!(err.matches("unable to open database file").count() <= 1, "said once at most: {err}");
     }
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_its_variable() {
+    let out = fails(&[], &[("KEIKO_THREADS", "banana")]);
+    let err = stderr(&out);
+    assert!(err.contains("banana") && err.contains("KEIKO_THREADS"), "{err}");
+    let out = fails(&[], &[("KEIKO_WEBP", "lossy:150")]);
+    assert!(stderr(&out).contains("KEIKO_WEBP"), "{}", stderr(&out));
 }
 
 /// Starts keiko on `addr` with good images and database; it must fail saying the address is in use.
@@ -168,17 +210,20 @@ fn environment_variables_configure_keiko() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
-    while !line.contains("ready") {
-        line.clear();
-        assert!(
-            std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
-            "keiko exited before ready"
-        );
+    // The ready line and the library's line come in either order (a small library may finish first).
+    let (mut ready, mut complete) = (None, None);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    while ready.is_none() || complete.is_none() {
+        let line = lines.next().expect("keiko exited before ready").unwrap();
+        if line.contains("ready: listening") {
+            ready = Some(line);
+        } else if line.contains("library complete") {
+            complete = Some(line);
+        }
     }
-    assert!(line.contains(&format!("127.0.0.1:{port}")) && line.contains("3 thread(s)"), "{line}");
-    assert!(line.contains("4 images"), "{line}");
+    let (ready, complete) = (ready.unwrap(), complete.unwrap());
+    assert!(ready.contains(&format!("127.0.0.1:{port}")) && ready.contains("3 thread(s)"), "{ready}");
+    assert!(complete.contains("4 images"), "{complete}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(common::wait_for(&mut child, Duration::from_secs(5)).success());
     assert!(db.exists());

@@ -21,13 +21,12 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::Parser;
-use keiko::catalog::{list_images, load_image};
 use keiko::config::Config;
 use keiko::hits::Store;
 use keiko::http::request::{self, Method, Parsed, MAX_HEAD};
 use keiko::http::response::{self, Connection, Tails};
 use keiko::http::route::{route, Route};
+use keiko::library::{encode_file, list_images, Options};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,7 +35,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let config = Config::from_args();
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
     match run(&config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -49,6 +48,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(config: &Config) -> anyhow::Result<()> {
     let threads = config.thread_count()?;
+    let library = config.library()?;
     let store = Mutex::new(Store::open(&config.db)?);
     if list_images(&config.images)?.is_empty() {
         anyhow::bail!("no image files in {}", config.images.display());
@@ -68,7 +68,7 @@ fn run(config: &Config) -> anyhow::Result<()> {
             s.spawn(|| loop {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        if let Err(e) = serve(stream, config, &store) {
+                        if let Err(e) = serve(stream, &library, &store) {
                             tracing::warn!("{e:#}");
                         }
                     }
@@ -88,7 +88,7 @@ fn run(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Answers the one request of a connection, then closes it.
-fn serve(mut stream: TcpStream, config: &Config, store: &Mutex<Store>) -> anyhow::Result<()> {
+fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<Store>) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     let mut buf = vec![0; MAX_HEAD];
     let mut len = 0;
@@ -110,10 +110,10 @@ fn serve(mut stream: TcpStream, config: &Config, store: &Mutex<Store>) -> anyhow
         return send(&mut stream, response::NOT_FOUND.head, response::NOT_FOUND.body);
     }
 
-    let images = list_images(&config.images)?;
+    let images = list_images(&library.images)?;
     let (file, name) = &images[fastrand::usize(..images.len())];
-    let image = load_image(file, name.clone())?;
-    send(&mut stream, &image.head, &image.body)?;
+    let body = encode_file(file, library.settings, library.limits).with_context(|| name.clone())?;
+    send(&mut stream, &response::image_head(name, body.len()), &body)?;
     store.lock().unwrap().add([(name.as_str(), 1)]).context("cannot record the hit")?;
     tracing::info!("serve {name}");
     Ok(())

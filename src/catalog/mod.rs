@@ -1,118 +1,98 @@
-//! The image catalogue: every image of the directory, decoded and encoded to lossless WebP once at
-//! startup, with its whole HTTP response head built next to it.
+//! The catalogue: an immutable snapshot of the images that are ready to serve, each with its
+//! whole response head built next to its body.
 //!
-//! Building is the only slow thing keiko does, so it runs on every core at once. The result never
-//! changes afterwards: the server leaks it to a `&'static Catalog` that all event-loop threads
-//! read without locks or reference counts, and that no thread copies (memory does not grow with
-//! the thread count; the bodies live once, in [`bodies`]). Lookups by name only ever consult this
-//! table: no request path reaches the filesystem.
+//! The library (see `library`) owns the directory and builds a new snapshot whenever an image
+//! becomes ready, changes or goes away, and hands it over through [`Published`]. Each event loop
+//! takes a clone of its own of the newest one on its tick (and when it accepts a connection) and
+//! serves from it until the next: a request never locks and never touches a reference count shared
+//! with another thread. A snapshot only holds `Arc`s to images that snapshots share, so a clone
+//! costs a pointer per image, and a response that is still being written keeps its loop's clone
+//! (and with it its body) alive after a newer one is taken.
+//! Lookups by name only ever consult the snapshot: no request path reaches the filesystem.
 
-mod bodies;
-mod decode;
-mod encode;
+mod body;
 
 use std::collections::HashMap;
-use std::ops::Range;
-use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use percent_encoding::percent_decode;
 
+pub use body::{is_whole_webp, Body};
+
+use crate::hits::Tally;
 use crate::http::response::image_head;
-
-use bodies::Bodies;
-use decode::decode;
-use encode::encode_lossless;
-
-/// File name extensions that are loaded (case-insensitive); every other file is ignored.
-const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "gif", "webp"];
 
 /// Longest file name a lookup decodes (Linux allows 255 bytes).
 const MAX_NAME: usize = 255;
 
-/// One image file, decoded and encoded: what [`load_image`] returns.
+/// One servable image: its name and hit identity, the head of its 200 response and its body.
 pub struct Image {
-    /// The source file's name (UTF-8), as recorded in the database.
-    pub name: String,
+    pub tally: Arc<Tally>,
     /// Status line and headers of the 200 response, without Date/Connection and the blank line.
     pub head: Box<[u8]>,
-    /// The lossless WebP encoding.
-    pub body: Vec<u8>,
+    pub body: Arc<Body>,
 }
 
-/// An image in the catalogue; its body is in the catalogue's body store.
-pub struct Entry {
-    pub name: String,
-    pub head: Box<[u8]>,
-    body: Range<usize>,
+impl Image {
+    pub fn new(tally: Arc<Tally>, body: Arc<Body>) -> Image {
+        let head = image_head(&tally.name, body.len()).into_boxed_slice();
+        Image { tally, head, body }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.tally.name
+    }
 }
 
+#[derive(Default, Clone)]
 pub struct Catalog {
-    entries: Vec<Entry>,
-    by_name: HashMap<Box<[u8]>, usize>,
-    bodies: Bodies,
+    images: Vec<Arc<Image>>,
+    by_name: HashMap<Arc<str>, usize>,
+    /// The first scan of the directory has been encoded (or has failed) file by file.
+    scanned: bool,
+    /// One more than the largest hit identity in the snapshot.
+    id_bound: usize,
 }
 
 impl Catalog {
-    /// Loads every image of `dir` using up to `workers` threads. Files that fail are skipped with a
-    /// warning naming them; no usable image at all is an error naming the directory.
-    pub fn load(dir: &Path, workers: usize) -> anyhow::Result<Catalog> {
-        let files = list_images(dir)?;
-        let loaded = load_parallel(&files, workers.max(1));
-        let catalog = Catalog::from_images(loaded.into_iter().flatten().collect())?;
-        if catalog.is_empty() {
-            anyhow::bail!(
-                "no usable image in {} (looked for {} files)",
-                dir.display(),
-                EXTENSIONS.join(", ")
-            );
-        }
-        Ok(catalog)
-    }
-
-    fn from_images(images: Vec<Image>) -> anyhow::Result<Catalog> {
-        let (bodies, ranges) = Bodies::new(images.iter().map(|i| &i.body[..]))?;
-        let entries: Vec<Entry> = images
-            .into_iter()
-            .zip(ranges)
-            .map(|(image, body)| Entry { name: image.name, head: image.head, body })
-            .collect();
-        let by_name = entries.iter().enumerate().map(|(i, e)| (e.name.as_bytes().into(), i)).collect();
-        Ok(Catalog { entries, by_name, bodies })
+    /// A snapshot of `images` (sorted here by name, so the order is stable).
+    pub fn new(mut images: Vec<Arc<Image>>, scanned: bool) -> Catalog {
+        images.sort_by(|a, b| a.name().cmp(b.name()));
+        let by_name = images.iter().enumerate().map(|(i, image)| (image.tally.name.clone(), i)).collect();
+        let id_bound = images.iter().map(|i| i.tally.id as usize + 1).max().unwrap_or(0);
+        Catalog { images, by_name, scanned, id_bound }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.images.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.images.is_empty()
     }
 
-    pub fn entry(&self, index: usize) -> &Entry {
-        &self.entries[index]
+    /// Ready for traffic (`/readyz`): the first scan is done and there is an image to serve.
+    pub fn is_ready(&self) -> bool {
+        self.scanned && !self.images.is_empty()
     }
 
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
+    pub fn image(&self, index: usize) -> &Image {
+        &self.images[index]
     }
 
-    /// The WebP body of image `index`.
-    pub fn body(&self, index: usize) -> &[u8] {
-        self.bodies.get(self.entries[index].body.clone())
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.images.iter().map(|i| &**i)
     }
 
-    /// Where the body of image `index` is in the body store's file, for sendfile(2).
-    pub fn body_file(&self, index: usize) -> (RawFd, u64) {
-        (self.bodies.fd(), self.entries[index].body.start as u64)
+    /// One more than the largest hit identity of any image here.
+    pub fn id_bound(&self) -> usize {
+        self.id_bound
     }
 
-    /// A uniformly random image index (thread-local generator: no lock, no allocation).
-    pub fn random(&self) -> usize {
-        fastrand::usize(..self.entries.len())
+    /// A uniformly random image index (thread-local generator: no lock, no allocation), if any.
+    pub fn random(&self) -> Option<usize> {
+        (!self.images.is_empty()).then(|| fastrand::usize(..self.images.len()))
     }
 
     /// The image whose name is `encoded` after percent-decoding, if there is one.
@@ -123,86 +103,67 @@ impl Catalog {
             *name.get_mut(len)? = b;
             len += 1;
         }
-        self.by_name.get(&name[..len]).copied()
+        self.by_name.get(std::str::from_utf8(&name[..len]).ok()?).copied()
     }
 
-    /// Bytes held by the cache: every response head and WebP body.
-    pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.head.len() + e.body.len()).sum()
+    /// Bytes of every WebP body in the snapshot.
+    pub fn body_bytes(&self) -> usize {
+        self.images.iter().map(|i| i.body.len()).sum()
     }
 }
 
-/// One image file: read, decode, encode, response head.
-pub fn load_image(path: &Path, name: String) -> anyhow::Result<Image> {
-    let bytes = std::fs::read(path).context("cannot read it")?;
-    let pixels = decode(&bytes).context("cannot decode it")?;
-    let body = encode_lossless(&pixels)?;
-    let head = image_head(&name, body.len()).into_boxed_slice();
-    Ok(Image { name, head, body })
+/// Where the library leaves the newest snapshot for the event loops. A loop compares the
+/// generation (one atomic load) on its tick and takes the lock only when there is a new one.
+pub struct Published {
+    generation: AtomicU64,
+    current: Mutex<Arc<Catalog>>,
 }
 
-/// The image files of `dir` with their names, sorted by name so indexes are stable across runs.
-pub fn list_images(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let read =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read image directory {}", dir.display()))?;
-    let mut files = Vec::new();
-    for entry in read {
-        let entry = entry.with_context(|| format!("cannot read image directory {}", dir.display()))?;
-        let path = entry.path();
-        let is_image = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
-        if !is_image || !path.is_file() {
-            continue;
-        }
-        match entry.file_name().into_string() {
-            Ok(name) => files.push((path, name)),
-            Err(raw) => tracing::warn!("skipping {}: the file name is not UTF-8", Path::new(&raw).display()),
-        }
+impl Published {
+    pub fn new(catalog: Catalog) -> Published {
+        Published { generation: AtomicU64::new(0), current: Mutex::new(Arc::new(catalog)) }
     }
-    files.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(files)
-}
 
-/// Loads the files on `workers` threads; the result keeps the files' order, `None` for failures.
-fn load_parallel(files: &[(PathBuf, String)], workers: usize) -> Vec<Option<Image>> {
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new((0..files.len()).map(|_| None).collect::<Vec<_>>());
-    std::thread::scope(|s| {
-        for _ in 0..workers.min(files.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((path, name)) = files.get(i) else { break };
-                match load_image(path, name.clone()) {
-                    Ok(image) => results.lock().unwrap()[i] = Some(image),
-                    Err(e) => tracing::warn!("skipping {}: {e:#}", path.display()),
-                }
-            });
-        }
-    });
-    results.into_inner().unwrap()
+    pub fn publish(&self, catalog: Catalog) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(catalog);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The newest snapshot.
+    pub fn load(&self) -> Arc<Catalog> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hits::Registry;
 
-    fn image(name: &str) -> Image {
-        Image { name: name.into(), head: Box::new([]), body: name.as_bytes().to_vec() }
+    fn catalog(names: &[&str]) -> Catalog {
+        let registry = Registry::new(HashMap::new());
+        let webp = body::tests::tiny_webp();
+        let images = names
+            .iter()
+            .map(|n| Arc::new(Image::new(registry.intern(n), Arc::new(Body::in_memory(&webp).unwrap()))))
+            .collect();
+        Catalog::new(images, true)
     }
 
     #[test]
     fn find_decodes_percent_escapes_and_nothing_else_matches() {
-        let c =
-            Catalog::from_images(vec![image("a.png"), image("two words.jpg"), image("café.gif")]).unwrap();
-        assert_eq!(c.body(1), b"two words.jpg");
-        assert_eq!(c.body_file(1).1, 5);
+        let c = catalog(&["two words.jpg", "a.png", "café.gif"]);
+        assert_eq!(c.image(0).name(), "a.png", "sorted by name");
         assert_eq!(c.find(b"a.png"), Some(0));
-        assert_eq!(c.find(b"two%20words.jpg"), Some(1));
-        assert_eq!(c.find(b"two words.jpg"), Some(1));
-        assert_eq!(c.find(b"caf%C3%A9.gif"), Some(2));
-        for miss in [&b""[..], b"A.PNG", b"../a.png", b"%2e%2e/a.png", b"/a.png", b"a.png%00", b"a\\a.png"] {
+        assert_eq!(c.find(b"two%20words.jpg"), Some(2));
+        assert_eq!(c.find(b"two words.jpg"), Some(2));
+        assert_eq!(c.find(b"caf%C3%A9.gif"), Some(1));
+        for miss in [&b""[..], b"A.PNG", b"../a.png", b"%2e%2e/a.png", b"/a.png", b"a.png%00", b"%FF"] {
             assert_eq!(c.find(miss), None, "{:?}", String::from_utf8_lossy(miss));
         }
         assert_eq!(c.find(&[b'a'; 300]), None, "names longer than any file name are not found");
@@ -210,43 +171,31 @@ mod tests {
 
     #[test]
     fn random_stays_in_range_and_reaches_every_image() {
-        let c = Catalog::from_images(vec![image("a"), image("b"), image("c")]).unwrap();
+        let c = catalog(&["a", "b", "c"]);
         let mut seen = [false; 3];
         for _ in 0..1000 {
-            seen[c.random()] = true;
+            seen[c.random().unwrap()] = true;
         }
         assert_eq!(seen, [true; 3]);
+        assert_eq!(Catalog::default().random(), None);
     }
 
     #[test]
-    fn load_keeps_good_images_and_skips_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let px: Vec<u8> = (0..48u8).collect();
-        let png = zune_image::image::Image::from_u8(&px, 4, 4, zune_core::colorspace::ColorSpace::RGB)
-            .write_to_vec(zune_image::codecs::ImageFormat::PNG)
-            .unwrap();
-        std::fs::write(dir.path().join("b.png"), &png).unwrap();
-        std::fs::write(dir.path().join("a.PNG"), &png).unwrap();
-        std::fs::write(dir.path().join("broken.jpg"), b"not a jpeg").unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
-        std::fs::create_dir(dir.path().join("sub.png")).unwrap();
-
-        let c = Catalog::load(dir.path(), 2).unwrap();
-        let names: Vec<_> = c.entries().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["a.PNG", "b.png"]);
-        let back = webp::Decoder::new(c.body(1)).decode().unwrap();
-        assert_eq!(&*back, &px[..]);
-        assert!(c.bytes() > 2 * c.body(0).len());
+    fn ready_needs_the_first_scan_and_an_image() {
+        assert!(!Catalog::default().is_ready());
+        assert!(catalog(&["a"]).is_ready());
+        assert!(!Catalog::new(Vec::new(), true).is_ready());
+        let c = catalog(&["a", "b"]);
+        assert_eq!(c.id_bound(), 2);
     }
 
     #[test]
-    fn a_directory_without_images_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("readme.md"), b"no images here").unwrap();
-        let err = format!("{:#}", Catalog::load(dir.path(), 1).err().unwrap());
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        let missing = dir.path().join("missing");
-        let err = format!("{:#}", Catalog::load(&missing, 1).err().unwrap());
-        assert!(err.contains("missing"), "{err}");
+    fn a_published_snapshot_replaces_the_last_and_bumps_the_generation() {
+        let published = Published::new(Catalog::default());
+        let old = published.load();
+        published.publish(catalog(&["a"]));
+        assert_eq!(published.generation(), 1);
+        assert_eq!(published.load().len(), 1);
+        assert_eq!(old.len(), 0, "a snapshot taken before keeps what it had");
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! event-loop threads                          writer thread (one)                 SQLite
-//! Recorder::record(image) --try_send(Hit)-->  drain every tick, coalesce  --one tx per flush-->  hits
-//!        | channel full: count locally          per image, update Totals     (prepared upserts)
+//! Recorder::record(id) ---try_send(Hit)-->    drain every tick, coalesce  --one tx per flush-->  hits
+//!        | channel full: count locally          per image, add to its Tally  (prepared upserts)
 //!        '-- retried on the thread's tick       (what /hits reports)
 //! ```
+//!
+//! A hit names its image by a [`Tally`] id from the [`Registry`]: one id per image name for the
+//! life of the process, never reused, so a hit served just before its image is removed, renamed
+//! or replaced still lands on the right row.
 //!
 //! The hot path only ever does a non-blocking `try_send` of 8 bytes onto a bounded, lock-free
 //! crossbeam channel. It never waits: if the writer has fallen so far behind that the channel is
@@ -13,21 +17,22 @@
 //! dropped. The writer wakes on a timer rather than on every message, so senders never pay for
 //! waking it.
 
+mod registry;
 mod store;
 mod writer;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+pub use registry::{write_json, Registry, Tally};
 pub use store::Store;
 pub use writer::spawn_writer;
 
 /// Room for this many hits between two drains of the writer (which drains every few ms).
 const CHANNEL_CAPACITY: usize = 1 << 16;
 
-/// `count` hits on the image at `image` in the catalogue.
+/// `count` hits on the image whose [`Tally`] has the id `image`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
     pub image: u32,
@@ -48,36 +53,6 @@ fn debug_knob(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
 }
 
-/// Hits per image known to the writer: the database's counts at startup plus every hit drained
-/// since. This is what `/hits` reports; only the writer thread adds to it.
-pub struct Totals {
-    counts: Box<[AtomicU64]>,
-}
-
-impl Totals {
-    pub fn new(initial: impl IntoIterator<Item = u64>) -> Totals {
-        Totals { counts: initial.into_iter().map(AtomicU64::new).collect() }
-    }
-
-    pub fn get(&self, image: usize) -> u64 {
-        self.counts[image].load(Relaxed)
-    }
-
-    /// `{"<name>": count, ...}` for every image, `names` in catalogue order.
-    pub fn write_json<'a>(&self, names: impl Iterator<Item = &'a str>, out: &mut Vec<u8>) {
-        let counts: serde_json::Map<String, serde_json::Value> = names
-            .zip(self.counts.iter())
-            .map(|(name, c)| (name.to_owned(), c.load(Relaxed).into()))
-            .collect();
-        serde_json::to_writer(out, &counts).expect("a JSON map of numbers always serializes");
-    }
-
-    fn add(&self, image: usize, n: u64) {
-        let c = &self.counts[image];
-        c.store(c.load(Relaxed) + n, Relaxed);
-    }
-}
-
 /// An event-loop thread's end of the channel.
 pub struct Recorder {
     tx: Sender<Hit>,
@@ -86,20 +61,34 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(tx: Sender<Hit>, images: usize) -> Recorder {
-        Recorder { tx, held: RefCell::new(vec![0; images]) }
+    pub fn new(tx: Sender<Hit>) -> Recorder {
+        Recorder { tx, held: RefCell::new(Vec::new()) }
     }
 
-    /// Records one hit. Never blocks, never allocates, never drops the hit.
-    pub fn record(&self, image: usize) {
-        if let Err(e) = self.tx.try_send(Hit { image: image as u32, count: 1 }) {
+    /// Makes room to hold hits on images with ids below `ids`, so that [`Recorder::record`] never
+    /// allocates. Called whenever the thread takes a new catalogue snapshot.
+    pub fn cover(&self, ids: usize) {
+        let mut held = self.held.borrow_mut();
+        if held.len() < ids {
+            held.resize(ids, 0);
+        }
+    }
+
+    /// Records one hit on the image with id `image`. Never blocks, never drops the hit, and never
+    /// allocates for an image the last [`Recorder::cover`] covered.
+    pub fn record(&self, image: u32) {
+        if let Err(e) = self.tx.try_send(Hit { image, count: 1 }) {
             self.hold(e.into_inner());
         }
     }
 
     fn hold(&self, hit: Hit) {
         let mut held = self.held.borrow_mut();
-        held[hit.image as usize] = held[hit.image as usize].saturating_add(hit.count);
+        let at = hit.image as usize;
+        if at >= held.len() {
+            held.resize(at + 1, 0);
+        }
+        held[at] = held[at].saturating_add(hit.count);
     }
 
     /// Sends what was held back while the channel was full, as far as there is room now.
@@ -132,7 +121,8 @@ mod tests {
     #[test]
     fn a_full_channel_holds_hits_instead_of_dropping_them() {
         let (tx, rx) = crossbeam_channel::bounded(2);
-        let recorder = Recorder::new(tx, 3);
+        let recorder = Recorder::new(tx);
+        recorder.cover(3);
         for image in [0, 1, 2, 2, 0, 1, 2] {
             recorder.record(image);
         }
@@ -155,7 +145,7 @@ mod tests {
     #[test]
     fn send_held_delivers_everything_at_shutdown() {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let recorder = Recorder::new(tx, 2);
+        let recorder = Recorder::new(tx);
         for image in [1, 1, 1, 0] {
             recorder.record(image);
         }

@@ -31,6 +31,9 @@ pub struct Store {
 impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         let context = || format!("cannot use database {}", path.display());
+        if let Some(problem) = path_problem(path) {
+            anyhow::bail!("{}: {problem}", context());
+        }
         let conn = Connection::open(path).with_context(context)?;
         conn.busy_timeout(OPEN_BUSY_TIMEOUT).with_context(context)?;
         let mode: String = conn
@@ -76,6 +79,34 @@ impl Store {
         }
         tx.commit()
     }
+}
+
+/// Why the database file at `path` cannot be opened for writing, in words SQLite does not give
+/// ("unable to open database file" says nothing of the cause).
+fn path_problem(path: &Path) -> Option<String> {
+    if path.is_dir() {
+        return Some("it is a directory, not a file".into());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Some(format!("the folder {} does not exist", parent.display()));
+    }
+    let writable = |p: &Path| {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return true };
+        // SAFETY: access(2) reads a NUL-terminated path.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    };
+    if path.exists() && !writable(path) {
+        return Some("permission denied: the file is not writable by this user".into());
+    }
+    if !writable(parent) {
+        // SQLite writes its -wal and -shm files next to the database.
+        return Some(format!("permission denied: cannot create files in {}", parent.display()));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -124,7 +155,10 @@ mod tests {
 
         let missing_dir = dir.path().join("no/such/dir/k.db");
         let err = format!("{:#}", Store::open(&missing_dir).err().unwrap());
-        assert!(err.contains("k.db"), "{err}");
+        assert!(err.contains("k.db") && err.contains("/no/such/dir does not exist"), "{err}");
+        let err = format!("{:#}", Store::open(dir.path()).err().unwrap());
+        assert!(err.contains("is a directory"), "{err}");
+        assert!(!err.contains("unable to open database file"), "{err}");
 
         let wrong = dir.path().join("wrong.db");
         Connection::open(&wrong)

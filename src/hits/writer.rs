@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
-use super::{Hit, Store, Totals};
+use super::{Hit, Registry, Store, Tally};
 use crate::metrics::WriterStats;
 
 /// Longest sleep between two drains of the channel.
@@ -44,17 +44,16 @@ impl WriterThread {
 pub fn spawn_writer(
     store: Store,
     hits: Receiver<Hit>,
-    names: Vec<String>,
-    totals: &'static Totals,
+    registry: &'static Registry,
     stats: &'static WriterStats,
     flush_interval: Duration,
 ) -> std::io::Result<WriterThread> {
     let writer = Writer {
-        pending: vec![0; names.len()],
-        names,
+        pending: Vec::new(),
+        tallies: Vec::new(),
         pending_hits: 0,
         store,
-        totals,
+        registry,
         stats,
         failing_since: None,
         retry_delay: FIRST_RETRY,
@@ -69,11 +68,12 @@ pub fn spawn_writer(
 
 struct Writer {
     store: Store,
-    names: Vec<String>,
-    /// Hits per image drained but not yet committed.
+    registry: &'static Registry,
+    /// Every tally the registry had when an id was last met, indexed by id.
+    tallies: Vec<Arc<Tally>>,
+    /// Hits per image id drained but not yet committed.
     pending: Vec<u64>,
     pending_hits: u64,
-    totals: &'static Totals,
     stats: &'static WriterStats,
     failing_since: Option<Instant>,
     retry_delay: Duration,
@@ -110,9 +110,18 @@ impl Writer {
             match hits.try_recv() {
                 Ok(Hit { image, count }) => {
                     let (image, count) = (image as usize, u64::from(count));
+                    if image >= self.tallies.len() {
+                        let newer = self.registry.since(self.tallies.len());
+                        self.tallies.extend(newer);
+                        self.pending.resize(self.tallies.len(), 0);
+                    }
+                    let Some(tally) = self.tallies.get(image) else {
+                        tracing::error!("a hit names image id {image}, which was never registered");
+                        continue;
+                    };
+                    tally.add(count);
                     self.pending[image] += count;
                     self.pending_hits += count;
-                    self.totals.add(image, count);
                 }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
@@ -124,7 +133,7 @@ impl Writer {
     fn flush(&mut self) -> bool {
         let started = Instant::now();
         let hits =
-            self.names.iter().map(String::as_str).zip(self.pending.iter().copied()).filter(|(_, n)| *n > 0);
+            self.tallies.iter().map(|t| &*t.name).zip(self.pending.iter().copied()).filter(|(_, n)| *n > 0);
         match self.store.add(hits) {
             Ok(()) => {
                 self.stats.flushed(self.pending_hits, started.elapsed());
@@ -175,6 +184,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use std::collections::HashMap;
 
     fn leak<T>(t: T) -> &'static T {
         Box::leak(Box::new(t))
@@ -184,15 +194,14 @@ mod tests {
     fn every_hit_is_coalesced_and_lands_by_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.db");
-        let totals = leak(Totals::new([5, 0]));
+        let registry = leak(Registry::new(HashMap::from([("a.png".to_string(), 5)])));
         let metrics = leak(Metrics::new(1));
         let (tx, rx) = super::super::channel();
-        let names = vec!["a.png".to_string(), "b.png".to_string()];
+        let (a, b) = (registry.intern("a.png"), registry.intern("b.png"));
         let handle = spawn_writer(
             Store::open(&path).unwrap(),
             rx,
-            names,
-            totals,
+            registry,
             &metrics.writer,
             Duration::from_millis(20),
         )
@@ -203,7 +212,7 @@ mod tests {
         tx.send(Hit { image: 1, count: 7 }).unwrap();
         handle.finish().unwrap();
 
-        assert_eq!((totals.get(0), totals.get(1)), (505, 507), "totals include the starting counts");
+        assert_eq!((a.total(), b.total()), (505, 507), "totals include the starting counts");
         let counts = Store::open(&path).unwrap().counts().unwrap();
         assert_eq!((counts["a.png"], counts["b.png"]), (500, 507));
     }
@@ -212,7 +221,8 @@ mod tests {
     fn a_locked_database_delays_hits_but_loses_none() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.db");
-        let totals = leak(Totals::new([0]));
+        let registry = leak(Registry::new(HashMap::new()));
+        let a = registry.intern("a.png");
         let metrics = leak(Metrics::new(1));
         let store = Store::open(&path).unwrap();
 
@@ -220,9 +230,7 @@ mod tests {
         locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
         let (tx, rx) = super::super::channel();
-        let handle =
-            spawn_writer(store, rx, vec!["a.png".into()], totals, &metrics.writer, Duration::from_millis(5))
-                .unwrap();
+        let handle = spawn_writer(store, rx, registry, &metrics.writer, Duration::from_millis(5)).unwrap();
         for _ in 0..10 {
             tx.send(Hit { image: 0, count: 1 }).unwrap();
         }
@@ -238,7 +246,7 @@ mod tests {
             failures() > 0
         });
         assert!(failed, "the writer should have hit the lock");
-        assert_eq!(totals.get(0), 10, "/hits still sees hits the database has not taken");
+        assert_eq!(a.total(), 10, "/hits still sees hits the database has not taken");
         let reader = rusqlite::Connection::open(&path).unwrap();
         let stored: i64 =
             reader.query_row("SELECT coalesce(sum(count), 0) FROM hits", [], |r| r.get(0)).unwrap();

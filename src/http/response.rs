@@ -38,16 +38,18 @@ pub enum Status {
     MethodNotAllowed,
     RequestTimeout,
     HeadTooLarge,
+    ServiceUnavailable,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Ok,
         Status::BadRequest,
         Status::NotFound,
         Status::MethodNotAllowed,
         Status::RequestTimeout,
         Status::HeadTooLarge,
+        Status::ServiceUnavailable,
     ];
 
     pub fn code(self) -> u16 {
@@ -58,6 +60,7 @@ impl Status {
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
             Status::HeadTooLarge => 431,
+            Status::ServiceUnavailable => 503,
         }
     }
 }
@@ -119,6 +122,15 @@ macro_rules! canned {
 }
 
 pub static HEALTHY: Canned = canned!(Status::Ok, "200 OK", "Cache-Control: no-store\r\n", "ok\n", "3");
+pub static READY: Canned = canned!(Status::Ok, "200 OK", "Cache-Control: no-store\r\n", "ready\n", "6");
+/// `/readyz` and the image routes before the library has an image to serve.
+pub static NOT_READY: Canned = canned!(
+    Status::ServiceUnavailable,
+    "503 Service Unavailable",
+    "Cache-Control: no-store\r\nRetry-After: 1\r\n",
+    "no image is ready yet\n",
+    "22"
+);
 pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
 pub static NOT_FOUND: Canned = canned!(Status::NotFound, "404 Not Found", "", "not found\n", "10");
 pub static METHOD_NOT_ALLOWED: Canned = canned!(
@@ -185,8 +197,16 @@ mod tests {
 
     #[test]
     fn canned_lengths_match_their_bodies() {
-        for c in [&HEALTHY, &BAD_REQUEST, &NOT_FOUND, &METHOD_NOT_ALLOWED, &REQUEST_TIMEOUT, &HEAD_TOO_LARGE]
-        {
+        for c in [
+            &HEALTHY,
+            &READY,
+            &NOT_READY,
+            &BAD_REQUEST,
+            &NOT_FOUND,
+            &METHOD_NOT_ALLOWED,
+            &REQUEST_TIMEOUT,
+            &HEAD_TOO_LARGE,
+        ] {
             let head = std::str::from_utf8(c.head).unwrap();
             assert!(head.starts_with(&format!("HTTP/1.1 {} ", c.status.code())), "{head}");
             assert_eq!(header(head, "Content-Length"), Some(c.body.len().to_string().as_str()), "{head}");

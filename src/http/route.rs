@@ -10,14 +10,23 @@ pub enum Route {
     Image,
     Hits,
     Health,
+    /// `/readyz`: 200 once the library's first scan is done and an image is ready.
+    Ready,
     Metrics,
     /// Anything else: 404.
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 6] =
-        [Route::Random, Route::Image, Route::Hits, Route::Health, Route::Metrics, Route::Unknown];
+    pub const ALL: [Route; 7] = [
+        Route::Random,
+        Route::Image,
+        Route::Hits,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::Unknown,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -25,6 +34,7 @@ impl Route {
             Route::Image => "/images",
             Route::Hits => "/hits",
             Route::Health => "/healthz",
+            Route::Ready => "/readyz",
             Route::Metrics => "/metrics",
             Route::Unknown => "other",
         }
@@ -38,6 +48,7 @@ pub fn route(path: &[u8]) -> (Route, &[u8]) {
         b"/" => Route::Random,
         b"/hits" => Route::Hits,
         b"/healthz" => Route::Health,
+        b"/readyz" => Route::Ready,
         b"/metrics" => Route::Metrics,
         _ => match path.strip_prefix(b"/images/") {
             Some(name) => return (Route::Image, name),
@@ -56,6 +67,7 @@ mod tests {
         assert_eq!(route(b"/"), (Route::Random, &b""[..]));
         assert_eq!(route(b"/hits"), (Route::Hits, &b""[..]));
         assert_eq!(route(b"/healthz"), (Route::Health, &b""[..]));
+        assert_eq!(route(b"/readyz"), (Route::Ready, &b""[..]));
         assert_eq!(route(b"/metrics"), (Route::Metrics, &b""[..]));
         assert_eq!(route(b"/images/cat%20one.png"), (Route::Image, &b"cat%20one.png"[..]));
     }

@@ -2,8 +2,10 @@
 //! answer every complete one in order (pipelining), go back to reading.
 //!
 //! This is the hot path. Per request it must never lock, allocate or block: parsing borrows from
-//! the buffer, an answer is a choice of pre-built slices loaded into the connection's reusable
-//! [`Wire`], a hit is a non-blocking `try_send`, and the counters belong to this thread alone.
+//! the buffer, an answer is a choice of pre-built slices from this loop's catalogue snapshot
+//! loaded into the connection's reusable [`Wire`] (which holds the snapshot, through a
+//! thread-local `Rc`, until the bytes are sent), a hit is a non-blocking `try_send`, and the
+//! counters belong to this thread alone.
 //! (`/hits` and `/metrics` are rendered on demand into the Wire's reusable buffer; they are
 //! diagnostics, not the hot path.)
 
@@ -15,8 +17,10 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::wire::{write_all, Wire, SENDFILE_MIN};
+use super::wire::{write_all, Wire};
 use super::worker::Worker;
+use crate::catalog::Catalog;
+use crate::hits;
 use crate::http::request::{self, Method, Parsed, Rejection, Request, MAX_HEAD};
 use crate::http::response::{self, Canned, Connection, Status};
 use crate::http::route::{route, Route};
@@ -30,7 +34,8 @@ struct Answer {
     route: Route,
     status: Status,
     connection: Connection,
-    hit: Option<usize>,
+    /// The hit identity of the image sent, if it counts a hit.
+    hit: Option<u32>,
 }
 
 pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
@@ -95,20 +100,25 @@ fn answer(w: &Worker, req: &Request, wire: &mut Wire) -> Answer {
     if req.path == b"/debug/panic" {
         panic!("/debug/panic asked for a panic (a test hook of debug builds)");
     }
-    let catalog = w.shared.catalog;
+    let catalog = w.catalog();
     let (route, name) = route(req.path);
     let canned = match (route, req.method) {
         (Route::Unknown, _) => &response::NOT_FOUND,
         (_, Method::Other) => &response::METHOD_NOT_ALLOWED,
-        (Route::Random, _) => return image(w, route, catalog.random(), connection, head_only, wire),
+        (Route::Random, _) => match catalog.random() {
+            Some(index) => return image(w, route, catalog, index, connection, head_only, wire),
+            None => &response::NOT_READY,
+        },
         (Route::Image, _) => match catalog.find(name) {
-            Some(index) => return image(w, route, index, connection, head_only, wire),
+            Some(index) => return image(w, route, catalog, index, connection, head_only, wire),
             None => &response::NOT_FOUND,
         },
         (Route::Health, _) => &response::HEALTHY,
+        (Route::Ready, _) if catalog.is_ready() => &response::READY,
+        (Route::Ready, _) => &response::NOT_READY,
         (Route::Hits, _) => {
             let body_at = response::render_ok(wire.rendered_mut(), "application/json", |out| {
-                w.shared.totals.write_json(catalog.entries().iter().map(|e| e.name.as_str()), out)
+                hits::write_json(catalog.images().map(|i| &*i.tally), out)
             });
             return rendered(w, route, body_at, connection, head_only, wire);
         }
@@ -129,21 +139,15 @@ fn answer(w: &Worker, req: &Request, wire: &mut Wire) -> Answer {
 fn image(
     w: &Worker,
     route: Route,
+    catalog: Rc<Catalog>,
     index: usize,
     connection: Connection,
     head_only: bool,
     wire: &mut Wire,
 ) -> Answer {
-    let catalog = w.shared.catalog;
-    let (head, body) = (&catalog.entry(index).head, catalog.body(index));
-    if head_only {
-        wire.load(head, w.tails(), connection, &[]);
-    } else if body.len() >= SENDFILE_MIN && connection == Connection::Close {
-        wire.load_file(head, w.tails(), connection, catalog.body_file(index), body.len());
-    } else {
-        wire.load(head, w.tails(), connection, body);
-    }
-    Answer { route, status: Status::Ok, connection, hit: (!head_only).then_some(index) }
+    let id = catalog.image(index).tally.id;
+    wire.load_image(catalog, index, w.tails(), connection, head_only);
+    Answer { route, status: Status::Ok, connection, hit: (!head_only).then_some(id) }
 }
 
 fn rendered(

@@ -24,8 +24,8 @@ use anyhow::Context;
 use crossbeam_channel::Sender;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::catalog::Catalog;
-use crate::hits::{Hit, Recorder, Totals};
+use crate::catalog::Published;
+use crate::hits::{Hit, Recorder};
 use crate::metrics::Metrics;
 
 /// Pending-connection queue per listener: a spike of thousands of new connections must not
@@ -36,8 +36,8 @@ const DEFER_ACCEPT_SECS: libc::c_int = 1;
 
 /// What every event loop reads and nothing writes after startup (but the stop flag).
 pub struct Shared {
-    pub catalog: &'static Catalog,
-    pub totals: &'static Totals,
+    /// The library's newest catalogue snapshot, which each loop takes on its tick.
+    pub published: &'static Published,
     pub metrics: &'static Metrics,
     pub header_timeout: Duration,
     /// Open connections per event loop; past it, new ones are closed at once.
@@ -47,13 +47,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        catalog: &'static Catalog,
-        totals: &'static Totals,
+        published: &'static Published,
         metrics: &'static Metrics,
         header_timeout: Duration,
         max_conns: usize,
     ) -> Shared {
-        Shared { catalog, totals, metrics, header_timeout, max_conns, stopping: AtomicBool::new(false) }
+        Shared { published, metrics, header_timeout, max_conns, stopping: AtomicBool::new(false) }
     }
 }
 
@@ -183,7 +182,7 @@ pub fn start(
     let mut server = Server { threads: Vec::new(), listeners: Vec::new(), shared };
     for (index, listener) in listeners.into_iter().enumerate() {
         server.listeners.push(listener.try_clone().context("cannot duplicate a listening socket")?);
-        let recorder = Recorder::new(hits.clone(), shared.catalog.len());
+        let recorder = Recorder::new(hits.clone());
         let ready_tx = ready_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("keiko-loop-{index}"))

@@ -3,9 +3,10 @@
 //!
 //! monoio's rent-style I/O takes ownership of the buffer for as long as the kernel may read it, so
 //! the iovec array lives on the heap (its address must not move with the value) and the value
-//! keeps alive everything the iovecs point to: the per-second [`Tails`] through an `Rc`, and the
-//! bytes of a rendered response in `rendered`. Heads and bodies from the catalogue or the canned
-//! responses are `'static`. A connection allocates one `Wire` and reuses it for every response.
+//! keeps alive everything the iovecs point to: the per-second [`Tails`] and the catalogue snapshot
+//! an image came from through `Rc`s (so a body stays mapped even if the library drops its image
+//! meanwhile), and the bytes of a rendered response in `rendered`. The canned responses are
+//! `'static`. A connection allocates one `Wire` and reuses it for every response.
 //!
 //! Large bodies in responses that end their connection go out with sendfile: copying them into
 //! the socket is most of what serving them costs, and sendfile hands the kernel references to the
@@ -25,6 +26,7 @@ use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
+use crate::catalog::Catalog;
 use crate::http::response::{Connection, Tails};
 
 pub struct Wire {
@@ -32,12 +34,14 @@ pub struct Wire {
     /// First iovec not yet fully written.
     first: usize,
     tails: Option<Rc<Tails>>,
+    /// The snapshot that owns the image head and body the iovecs point to.
+    catalog: Option<Rc<Catalog>>,
     rendered: Vec<u8>,
     /// A body still to send with sendfile(2) after the iovecs.
     file: Option<FileBody>,
 }
 
-/// `len` bytes at `offset` of the file `fd` (the catalogue's body store, which outlives the Wire).
+/// `len` bytes at `offset` of the file `fd` (an image body, which the Wire's snapshot keeps open).
 struct FileBody {
     fd: RawFd,
     offset: libc::off_t,
@@ -46,7 +50,14 @@ struct FileBody {
 
 impl Wire {
     pub fn new() -> Wire {
-        Wire { iov: Box::new([iovec(&[]); 3]), first: 3, tails: None, rendered: Vec::new(), file: None }
+        Wire {
+            iov: Box::new([iovec(&[]); 3]),
+            first: 3,
+            tails: None,
+            catalog: None,
+            rendered: Vec::new(),
+            file: None,
+        }
     }
 
     /// Loads `head`, the tail for `connection`, then `body`.
@@ -59,23 +70,31 @@ impl Wire {
     ) {
         *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
         self.tails = Some(tails);
+        self.catalog = None;
         self.first = 0;
         self.file = None;
     }
 
-    /// Loads `head` and the tail for `connection`, then `len` bytes at `offset` of the file `fd`,
-    /// to be sent with sendfile(2). Only for the last response of a connection: sending it makes the
-    /// socket non-blocking.
-    pub fn load_file(
+    /// Loads image `index` of `catalog`: its head, the tail for `connection`, then its body unless
+    /// `head_only`. A large body in a response that ends the connection goes out with sendfile(2)
+    /// (which leaves the socket non-blocking: fine for its last response).
+    pub fn load_image(
         &mut self,
-        head: &'static [u8],
+        catalog: Rc<Catalog>,
+        index: usize,
         tails: Rc<Tails>,
         connection: Connection,
-        (fd, offset): (RawFd, u64),
-        len: usize,
+        head_only: bool,
     ) {
-        self.load(head, tails, connection, &[]);
-        self.file = Some(FileBody { fd, offset: offset as libc::off_t, len });
+        let image = catalog.image(index);
+        let body = if head_only { &[][..] } else { image.body.bytes() };
+        let sendfile = body.len() >= SENDFILE_MIN && connection == Connection::Close;
+        self.file = sendfile.then(|| FileBody { fd: image.body.fd(), offset: 0, len: body.len() });
+        let in_iov = if sendfile { &[][..] } else { body };
+        *self.iov = [iovec(&image.head), iovec(tails.get(connection)), iovec(in_iov)];
+        self.tails = Some(tails);
+        self.catalog = Some(catalog);
+        self.first = 0;
     }
 
     /// The buffer a rendered response is built in, for [`Wire::load_rendered`].
@@ -96,6 +115,7 @@ impl Wire {
         let body = if head_only { &body[..0] } else { body };
         *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
         self.tails = Some(tails);
+        self.catalog = None;
         self.first = 0;
         self.file = None;
     }
@@ -125,8 +145,8 @@ fn iovec(bytes: &[u8]) -> libc::iovec {
 }
 
 // SAFETY: the iovecs live in a heap array that does not move when the Wire does, and every slice
-// they describe is either 'static or owned by the Wire (`tails`, `rendered`), which is not touched
-// while the kernel holds it.
+// they describe is either 'static or owned by the Wire (`tails`, `catalog`, `rendered`), which is
+// not touched while the kernel holds it.
 unsafe impl IoVecBuf for Wire {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
         self.iov[self.first.min(2)..].as_ptr()
@@ -179,7 +199,7 @@ async fn write_with_sendfile(stream: &mut TcpStream, wire: &mut Wire) -> io::Res
             // SAFETY: sendmsg reads only the described memory.
             unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_MORE | libc::MSG_NOSIGNAL) }
         } else if let Some(file) = wire.file.as_mut().filter(|f| f.len > 0) {
-            // SAFETY: sendfile reads from the body store, which lives as long as the process, and
+            // SAFETY: sendfile reads from an image body that the Wire's snapshot keeps open, and
             // advances `offset` itself.
             unsafe { libc::sendfile(fd, file.fd, &mut file.offset, file.len) }
         } else {

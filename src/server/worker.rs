@@ -2,9 +2,10 @@
 //! serving every connection it accepts from start to end. Nothing here is shared with the other
 //! loops except the read-only catalogue and the write-only hit channel.
 //!
-//! Besides the accept loop each thread runs a ticker that, a few times a second, renders the Date
-//! header, advances the coarse clock used for the header timeout, ends overdue waits, and resends
-//! hits held back while the channel was full. At shutdown the listener has been shut down from the
+//! Besides the accept loop each thread runs a ticker that, ten times a second, takes the library's
+//! newest catalogue snapshot if there is one, renders the Date header, advances the coarse clock
+//! used for the header timeout, ends overdue waits, and resends hits held back while the channel
+//! was full. At shutdown the listener has been shut down from the
 //! signal thread, which ends the accept loop; the thread then wakes the connections that wait for
 //! a request, lets the others finish their response, and hands back held hits before returning.
 
@@ -22,6 +23,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::conns::Conns;
 use super::{conn, Driver, Shared};
+use crate::catalog::Catalog;
 use crate::hits::Recorder;
 use crate::http::response::Tails;
 use crate::metrics::ThreadStats;
@@ -32,6 +34,8 @@ const URING_ENTRIES: u32 = 4096;
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// Pause after accept fails for lack of file descriptors or memory, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest time between two ticks: how late a loop may see a new catalogue snapshot.
+const MAX_TICK: Duration = Duration::from_millis(100);
 
 /// The thread's state, shared by its accept loop, ticker and connections (never across threads).
 pub struct Worker {
@@ -39,6 +43,10 @@ pub struct Worker {
     pub stats: &'static ThreadStats,
     pub hits: Recorder,
     pub conns: Conns,
+    /// This loop's own clone of the newest catalogue snapshot. The `Rc` is what a response in
+    /// flight holds on to: cloning it touches no counter another thread touches.
+    catalog: RefCell<Rc<Catalog>>,
+    generation: Cell<u64>,
     tails: RefCell<Rc<Tails>>,
     /// Milliseconds since the thread started, as of the last tick.
     clock: Cell<u64>,
@@ -46,6 +54,23 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The catalogue snapshot to answer from.
+    pub fn catalog(&self) -> Rc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// Takes the library's newest snapshot if it published one since the last look.
+    fn refresh_catalog(&self) {
+        let published = self.shared.published;
+        let generation = published.generation();
+        if generation != self.generation.get() {
+            let catalog = Catalog::clone(&published.load());
+            self.hits.cover(catalog.id_bound());
+            *self.catalog.borrow_mut() = Rc::new(catalog);
+            self.generation.set(generation);
+        }
+    }
+
     /// This second's Date and Connection header lines.
     pub fn tails(&self) -> Rc<Tails> {
         self.tails.borrow().clone()
@@ -76,6 +101,8 @@ pub fn run(
         stats: shared.metrics.thread(index),
         hits,
         conns: Conns::default(),
+        catalog: RefCell::new(Rc::default()),
+        generation: Cell::new(u64::MAX),
         tails: RefCell::new(Rc::new(Tails::at(SystemTime::now()))),
         clock: Cell::new(0),
         stopping: Cell::new(false),
@@ -108,6 +135,7 @@ async fn serve(
         }
     };
     let _ = ready.send(Ok(driver));
+    w.refresh_catalog();
     monoio::spawn(tick(w.clone()));
     accept(&listener, &w).await;
 
@@ -142,6 +170,9 @@ async fn accept(listener: &TcpListener, w: &Rc<Worker>) {
                     continue;
                 }
                 full = false;
+                // A new connection sees the newest snapshot at once, so that two connections in a
+                // row never see an image on one loop and miss it on another.
+                w.refresh_catalog();
                 monoio::spawn(contain_panics(conn::serve(stream, w.clone())));
             }
             Err(_) if w.shared.stopping.load(Ordering::Acquire) => return,
@@ -170,12 +201,13 @@ async fn contain_panics(connection: impl Future<Output = ()>) {
 }
 
 async fn tick(w: Rc<Worker>) {
-    let every = (w.shared.header_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let every = (w.shared.header_timeout / 4).clamp(Duration::from_millis(25), MAX_TICK);
     let timeout_ms = w.shared.header_timeout.as_millis() as u64;
     let started = Instant::now();
     let mut second = unix_second(SystemTime::now());
     while !w.stopping.get() {
         monoio::time::sleep(every).await;
+        w.refresh_catalog();
         w.clock.set(started.elapsed().as_millis() as u64);
         let now = SystemTime::now();
         if unix_second(now) != second {

@@ -105,11 +105,13 @@ impl Images {
     }
 }
 
-/// How to start keiko: flags, extra environment, and optionally an open-file limit.
+/// How to start keiko: flags, extra environment, optionally an open-file limit, and whether to
+/// wait for `/readyz` (the library's first scan) or only for the listening socket.
 pub struct Options {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub fd_limit: Option<u64>,
+    pub wait_ready: bool,
 }
 
 impl Default for Options {
@@ -118,6 +120,7 @@ impl Default for Options {
             args: vec!["--threads".into(), "2".into(), "--flush-ms".into(), "50".into()],
             env: Vec::new(),
             fd_limit: None,
+            wait_ready: true,
         }
     }
 }
@@ -135,6 +138,12 @@ impl Options {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Returns as soon as keiko listens, without waiting for `/readyz`.
+    pub fn listening_only(mut self) -> Self {
+        self.wait_ready = false;
         self
     }
 
@@ -220,7 +229,20 @@ impl Keiko {
                 panic!("keiko did not become ready; log:\n{}", log.lock().unwrap().join("\n"));
             }
         };
-        Keiko { child, addr, db: db.to_path_buf(), log }
+        let keiko = Keiko { child, addr, db: db.to_path_buf(), log };
+        if options.wait_ready {
+            keiko.wait_ready(Duration::from_secs(60));
+        }
+        keiko
+    }
+
+    /// Waits until `/readyz` answers 200 (the first scan of the library is done).
+    pub fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.get("/readyz").status != 200 {
+            assert!(Instant::now() < deadline, "keiko did not become ready; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,123 @@
+//! One encoded WebP body as it is served: an open file, mapped read-only.
+//!
+//! The file is normally an entry of the on-disk cache (the library writes it once, atomically,
+//! and never changes it afterwards), so the body lives in the page cache: small responses are
+//! written from the mapping with writev, large ones that end their connection are handed to the
+//! kernel with sendfile(2) from the descriptor, and memory holds only what is hot. When the cache
+//! directory cannot be written, the body goes into a sealed memfd instead, which serves the same
+//! way from memory.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+use anyhow::Context;
+use memmap2::Mmap;
+
+pub struct Body {
+    file: File,
+    map: Mmap,
+}
+
+impl Body {
+    /// Maps `file`, which must hold a whole WebP image (see [`is_whole_webp`]) and never change.
+    pub fn map(file: File) -> anyhow::Result<Body> {
+        // SAFETY: cache files are written once under a temporary name and renamed into place;
+        // nothing writes to them afterwards (README: the cache directory is keiko's alone), and
+        // memfds are sealed, so the mapping does not change under the slices handed out.
+        let map = unsafe { Mmap::map(&file) }.context("cannot map the encoded image")?;
+        anyhow::ensure!(is_whole_webp(&map), "the encoded image is not a whole WebP file");
+        Ok(Body { file, map })
+    }
+
+    /// `bytes` in a sealed anonymous memory file, for when the cache directory is not writable.
+    pub fn in_memory(bytes: &[u8]) -> anyhow::Result<Body> {
+        // SAFETY: a plain syscall with a NUL-terminated name; the fd is checked before use.
+        let fd = unsafe {
+            libc::memfd_create(c"keiko-body".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("memfd_create");
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        file.write_all(bytes).context("cannot hold the encoded image in memory")?;
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on a descriptor this function owns.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("sealing the encoded image");
+        }
+        Body::map(file)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The descriptor, for sendfile(2); the body starts at offset 0.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Whether `bytes` is a complete WebP file: a RIFF header whose size matches the length exactly
+/// and a first chunk that WebP defines. This catches a truncated or overwritten cache file
+/// without reading more than its first bytes.
+pub fn is_whole_webp(bytes: &[u8]) -> bool {
+    bytes.len() >= 20
+        && &bytes[..4] == b"RIFF"
+        && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 == bytes.len()
+        && &bytes[8..12] == b"WEBP"
+        && matches!(&bytes[12..16], b"VP8 " | b"VP8L" | b"VP8X")
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub fn tiny_webp() -> Vec<u8> {
+        let mut config = webp::WebPConfig::new().unwrap();
+        config.lossless = 1;
+        webp::Encoder::new(&[1, 2, 3, 4, 5, 6], webp::PixelLayout::Rgb, 2, 1)
+            .encode_advanced(&config)
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_body_in_memory_serves_from_the_mapping_and_the_descriptor() {
+        let webp = tiny_webp();
+        let body = Body::in_memory(&webp).unwrap();
+        assert_eq!(body.bytes(), &webp[..]);
+        let mut buf = vec![0u8; webp.len()];
+        // SAFETY: reads into a local buffer of the given size.
+        let n = unsafe { libc::pread(body.fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        assert_eq!(n as usize, webp.len());
+        assert_eq!(buf, webp);
+        // SAFETY: a write attempt on a descriptor the body owns; the seals must refuse it.
+        assert_eq!(unsafe { libc::pwrite(body.fd(), b"x".as_ptr().cast(), 1, 0) }, -1);
+    }
+
+    #[test]
+    fn truncated_padded_and_foreign_files_are_not_whole_webp() {
+        let webp = tiny_webp();
+        assert!(is_whole_webp(&webp));
+        assert!(!is_whole_webp(&webp[..webp.len() - 1]), "truncated");
+        let mut padded = webp.clone();
+        padded.push(0);
+        assert!(!is_whole_webp(&padded), "longer than its header says");
+        let mut renamed = webp.clone();
+        renamed[12..16].copy_from_slice(b"JUNK");
+        assert!(!is_whole_webp(&renamed), "no WebP chunk");
+        assert!(!is_whole_webp(b""));
+        assert!(Body::in_memory(&webp[..10]).is_err());
+    }
+}

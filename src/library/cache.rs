@@ -1,0 +1,296 @@
+//! The on-disk cache of encodings, so that a restart re-encodes nothing.
+//!
+//! Each encoding is a plain WebP file named by its key, `<key>.webp`, where the key hashes the
+//! source's content together with the encoding settings: the same photo under two names is stored
+//! once, and a change of settings finds no entry and encodes anew while the old files serve. Files
+//! are written under a temporary dot-name, synced and renamed into place, so a crash never leaves
+//! a half file under a key; a file that is nevertheless truncated or overwritten fails the
+//! whole-WebP check when it is opened and is discarded and encoded again.
+//!
+//! The manifest (`manifest.json`) remembers, per source file name, the file's [`Stamp`], its
+//! content hash and format, and which key it was last served from (or why it failed). With it a
+//! restart matches stamps instead of reading and hashing every source.
+//!
+//! When the directory cannot be written, keiko still serves: encodings are then kept in memory
+//! (sealed memfds), one warning is logged, and `keiko_cache_writable` shows 0.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::decode::Format;
+use super::encode::Encoding;
+use super::scan::Stamp;
+use crate::catalog::Body;
+use crate::metrics::LibraryStats;
+
+const MANIFEST: &str = "manifest.json";
+const MANIFEST_VERSION: u32 = 1;
+
+/// What the cache remembers of one source file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    pub stamp: Stamp,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Encoded: the content's hash (hex), its format, and the key it is served from.
+    Encoded { hash: String, format: Format, key: String },
+    /// Could not be served, and why; tried again only once the file changes.
+    Failed { reason: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    /// The image directory the records describe.
+    images: PathBuf,
+    records: Vec<Record>,
+}
+
+pub struct Cache {
+    dir: PathBuf,
+    writable: AtomicBool,
+    /// Makes temporary names unique among the encoding threads.
+    next_temp: AtomicU64,
+    stats: &'static LibraryStats,
+}
+
+/// The cache key of `content` encoded with `encoding`: 128 bits of BLAKE3, in hex.
+pub fn key(content: &blake3::Hash, encoding: &Encoding) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(content.as_bytes());
+    hasher.update(encoding.to_string().as_bytes());
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
+impl Cache {
+    /// Opens (creating it if needed) the cache in `dir`; an unusable directory is logged once and
+    /// makes the cache hold encodings in memory.
+    pub fn open(dir: &Path, stats: &'static LibraryStats) -> Cache {
+        let cache = Cache {
+            dir: dir.to_path_buf(),
+            writable: AtomicBool::new(true),
+            next_temp: AtomicU64::new(0),
+            stats,
+        };
+        let probe = std::fs::create_dir_all(dir)
+            .and_then(|()| cache.write_atomically(&dir.join(".keiko-write-test"), b"ok"))
+            .and_then(|()| std::fs::remove_file(dir.join(".keiko-write-test")));
+        match probe {
+            Ok(()) => cache.remove_temporaries(),
+            Err(e) => cache.not_writable(&e),
+        }
+        stats.set_cache_writable(cache.writable.load(Ordering::Relaxed));
+        cache
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+
+    fn not_writable(&self, e: &dyn std::fmt::Display) {
+        if self.writable.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "cache directory {} is not writable ({e}): serving anyway, with new encodings held in \
+                 memory and encoded again at the next start",
+                self.dir.display()
+            );
+            self.stats.set_cache_writable(false);
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.webp"))
+    }
+
+    /// The encoding stored under `key`, if there is a whole one; a damaged file is removed.
+    pub fn get(&self, key: &str) -> Option<Body> {
+        let path = self.path(key);
+        let file = File::open(&path).ok()?;
+        match Body::map(file) {
+            Ok(body) => Some(body),
+            Err(e) => {
+                tracing::warn!("discarding cache file {}: {e:#}; it will be encoded again", path.display());
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Stores `webp` under `key` and returns it ready to serve (from memory if the disk refuses).
+    pub fn put(&self, key: &str, webp: &[u8]) -> anyhow::Result<Body> {
+        if self.is_writable() {
+            let path = self.path(key);
+            match self.write_atomically(&path, webp) {
+                Ok(()) => return Body::map(File::open(&path).context("cannot reopen the cache file")?),
+                Err(e) => self.not_writable(&e),
+            }
+        }
+        Body::in_memory(webp)
+    }
+
+    /// Writes `bytes` to `path` through a synced temporary file in the same directory.
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let result = (|| {
+            let mut file = File::create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_data()?;
+            std::fs::rename(&temp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
+    }
+
+    /// Temporary files left by a crash: never under a key, so never served; just removed.
+    fn remove_temporaries(&self) {
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Removes every encoding whose key is not in `keep`; returns how many bytes that freed.
+    pub fn collect_garbage(&self, keep: &HashSet<&str>) -> u64 {
+        let mut freed = 0;
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".webp")) else { continue };
+            if !keep.contains(key) {
+                let size = entry.metadata().map_or(0, |m| m.len());
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    freed += size;
+                }
+            }
+        }
+        freed
+    }
+
+    /// The records saved for `images`, or none when the manifest is missing, unreadable, from
+    /// another version or about another directory.
+    pub fn load_manifest(&self, images: &Path) -> Vec<Record> {
+        let path = self.dir.join(MANIFEST);
+        let Ok(text) = std::fs::read(&path) else { return Vec::new() };
+        match serde_json::from_slice::<Manifest>(&text) {
+            Ok(m) if m.version == MANIFEST_VERSION && m.images == images => m.records,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}; every image will be looked at again", path.display());
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn save_manifest(&self, images: &Path, records: Vec<Record>) {
+        if !self.is_writable() {
+            return;
+        }
+        let manifest = Manifest { version: MANIFEST_VERSION, images: images.to_path_buf(), records };
+        let json = serde_json::to_vec(&manifest).expect("the manifest always serializes");
+        if let Err(e) = self.write_atomically(&self.dir.join(MANIFEST), &json) {
+            self.not_writable(&e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> &'static LibraryStats {
+        Box::leak(Box::default())
+    }
+
+    fn webp() -> Vec<u8> {
+        let mut config = webp::WebPConfig::new().unwrap();
+        config.lossless = 1;
+        webp::Encoder::new(&[1, 2, 3], webp::PixelLayout::Rgb, 1, 1)
+            .encode_advanced(&config)
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn keys_follow_content_and_settings() {
+        let a = blake3::hash(b"a");
+        let lossless = Encoding { quality: None, max_side: 0 };
+        let lossy = Encoding { quality: Some(75), max_side: 0 };
+        assert_eq!(key(&a, &lossless), key(&a, &lossless));
+        assert_ne!(key(&a, &lossless), key(&a, &lossy));
+        assert_ne!(key(&a, &lossless), key(&blake3::hash(b"b"), &lossless));
+        assert_eq!(key(&a, &lossless).len(), 32);
+    }
+
+    #[test]
+    fn stored_encodings_come_back_and_damaged_ones_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), stats());
+        assert!(cache.is_writable());
+        let webp = webp();
+        assert_eq!(cache.put("k1", &webp).unwrap().bytes(), &webp[..]);
+        assert_eq!(cache.get("k1").unwrap().bytes(), &webp[..]);
+        assert!(cache.get("missing").is_none());
+
+        std::fs::write(dir.path().join("k2.webp"), &webp[..webp.len() - 3]).unwrap();
+        assert!(cache.get("k2").is_none(), "a truncated file is not served");
+        assert!(!dir.path().join("k2.webp").exists(), "and is removed");
+
+        std::fs::write(dir.path().join(".tmp-1-1"), b"half").unwrap();
+        let _reopened = Cache::open(dir.path(), stats());
+        assert!(!dir.path().join(".tmp-1-1").exists(), "crash leftovers are removed at open");
+
+        cache.put("k3", &webp).unwrap();
+        let freed = cache.collect_garbage(&HashSet::from(["k1"]));
+        assert_eq!(freed, webp.len() as u64);
+        assert!(cache.get("k1").is_some() && cache.get("k3").is_none());
+    }
+
+    #[test]
+    fn the_manifest_round_trips_for_its_own_directory_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), stats());
+        let records = vec![
+            Record {
+                name: "a.png".into(),
+                stamp: Stamp { ino: 1, size: 2, mtime_ns: 3 },
+                outcome: Outcome::Encoded { hash: "ab".into(), format: Format::Png, key: "k".into() },
+            },
+            Record {
+                name: "b.jpg".into(),
+                stamp: Stamp::default(),
+                outcome: Outcome::Failed { reason: "the file is empty".into() },
+            },
+        ];
+        cache.save_manifest(Path::new("/images"), records.clone());
+        assert_eq!(cache.load_manifest(Path::new("/images")), records);
+        assert!(cache.load_manifest(Path::new("/other")).is_empty());
+        std::fs::write(dir.path().join(MANIFEST), b"{not json").unwrap();
+        assert!(cache.load_manifest(Path::new("/images")).is_empty());
+    }
+
+    #[test]
+    fn an_unwritable_directory_still_serves_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocked = dir.path().join("file-in-the-way");
+        std::fs::write(&blocked, b"x").unwrap();
+        let cache = Cache::open(&blocked.join("cache"), stats());
+        assert!(!cache.is_writable());
+        let webp = webp();
+        assert_eq!(cache.put("k", &webp).unwrap().bytes(), &webp[..]);
+    }
+}

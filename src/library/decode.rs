@@ -1,0 +1,307 @@
+//! Image file bytes to 8-bit RGB or RGBA pixels, with the checks that keep a hostile file from
+//! hurting the server.
+//!
+//! The format is told by content, not by file name: JPEG and PNG go through zune-image, GIF
+//! (first frame) through the `gif` crate and WebP through libwebp, because zune-image 0.5 decodes
+//! neither of the last two here. Before any decoder runs, [`probe`] reads the dimensions from the
+//! file's header, so that a file claiming 100,000 x 100,000 pixels is refused before a byte of
+//! pixels is allocated. Everything ends in the one layout the WebP encoder takes: interleaved
+//! 8-bit RGB, or RGBA when some pixel is not fully opaque. Errors are worded for the operator's
+//! log ("a damaged or truncated PNG"), with the decoder's own words after them.
+
+use anyhow::{anyhow, bail, Context};
+use zune_core::bit_depth::BitDepth;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_image::image::Image;
+
+/// Decoded pixels, rows top to bottom, `alpha` telling whether each pixel has 4 bytes or 3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub alpha: bool,
+    pub data: Vec<u8>,
+}
+
+/// The source formats keiko reads, told apart by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Jpeg,
+    Png,
+    Gif,
+    /// WebP whose image is lossless (VP8L) ...
+    WebpLossless,
+    /// ... or lossy (VP8, possibly with an alpha chunk).
+    WebpLossy,
+}
+
+impl Format {
+    pub fn sniff(bytes: &[u8]) -> Option<Format> {
+        if bytes.starts_with(b"\xff\xd8\xff") {
+            Some(Format::Jpeg)
+        } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(Format::Png)
+        } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+            Some(Format::Gif)
+        } else if bytes.len() >= 16 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+            let lossless = &bytes[12..16] == b"VP8L" || (&bytes[12..16] == b"VP8X" && has_vp8l_chunk(bytes));
+            Some(if lossless { Format::WebpLossless } else { Format::WebpLossy })
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jpeg => "JPEG",
+            Format::Png => "PNG",
+            Format::Gif => "GIF",
+            Format::WebpLossless | Format::WebpLossy => "WebP",
+        }
+    }
+
+    /// Whether the source holds exact pixels (so that lossy re-encoding would lose something).
+    pub fn is_lossless(self) -> bool {
+        matches!(self, Format::Png | Format::Gif | Format::WebpLossless)
+    }
+}
+
+/// Whether an extended (VP8X) WebP file holds a VP8L image chunk.
+fn has_vp8l_chunk(bytes: &[u8]) -> bool {
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        if &bytes[at..at + 4] == b"VP8L" {
+            return true;
+        }
+        let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]) as usize;
+        at += 8 + size + (size & 1);
+    }
+    false
+}
+
+/// The format and dimensions from the header alone, refusing images over `max_pixels`.
+pub fn probe(bytes: &[u8], max_pixels: u64) -> anyhow::Result<(Format, u32, u32)> {
+    if bytes.is_empty() {
+        bail!("the file is empty");
+    }
+    let format =
+        Format::sniff(bytes).context("it is not a JPEG, PNG, GIF or WebP image (judged by its content)")?;
+    if format == Format::Png && bytes.get(12..16) != Some(b"IHDR") {
+        bail!("a damaged or truncated PNG: it does not start with a header chunk");
+    }
+    let size = imagesize::blob_size(bytes)
+        .map_err(|e| anyhow!("a damaged or truncated {}: its header cannot be read ({e})", format.name()))?;
+    let (width, height) = (size.width as u64, size.height as u64);
+    if width == 0 || height == 0 {
+        bail!("a damaged {}: its header says {width}x{height} pixels", format.name());
+    }
+    if width * height > max_pixels {
+        bail!(
+            "it is {width}x{height} = {:.1} megapixels, over the limit of {:.1} (KEIKO_MAX_PIXELS)",
+            (width * height) as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        );
+    }
+    Ok((format, u32::try_from(width)?, u32::try_from(height)?))
+}
+
+/// Decodes a file that [`probe`] accepted as `format`.
+pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> anyhow::Result<Pixels> {
+    let pixels = match format {
+        Format::Gif => decode_gif(bytes, max_pixels),
+        Format::WebpLossless | Format::WebpLossy => decode_webp(bytes),
+        Format::Jpeg | Format::Png => decode_zune(bytes),
+    }
+    .with_context(|| format!("a damaged or truncated {}", format.name()))?;
+    Ok(drop_opaque_alpha(pixels))
+}
+
+fn decode_zune(bytes: &[u8]) -> anyhow::Result<Pixels> {
+    let mut image =
+        Image::read(std::io::Cursor::new(bytes), DecoderOptions::default()).map_err(zune_error)?;
+    let target = if image.colorspace().has_alpha() { ColorSpace::RGBA } else { ColorSpace::RGB };
+    image.convert_depth(BitDepth::Eight).map_err(zune_error)?;
+    image.convert_color(target).map_err(zune_error)?;
+    let (width, height) = image.dimensions();
+    let data = image.flatten_to_u8().into_iter().next().context("image has no frame")?;
+    pixels(width, height, target == ColorSpace::RGBA, data)
+}
+
+/// zune's errors end in newlines; a log line must not.
+fn zune_error(e: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow!("{}", format!("{e:?}").trim())
+}
+
+/// The first frame of a GIF, placed on its logical screen (transparent where the frame is not).
+fn decode_gif(bytes: &[u8], max_pixels: u64) -> anyhow::Result<Pixels> {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    // A frame may claim more than the screen the header announced: bound what it may allocate.
+    let limit = std::num::NonZeroU64::new(max_pixels.saturating_mul(4)).unwrap_or(std::num::NonZeroU64::MIN);
+    options.set_memory_limit(gif::MemoryLimit::Bytes(limit));
+    let mut decoder = options.read_info(bytes)?;
+    let (width, height) = (usize::from(decoder.width()), usize::from(decoder.height()));
+    let frame = decoder.read_next_frame()?.context("GIF has no frame")?;
+    let mut canvas = vec![0u8; width * height * 4];
+    let (left, top, fw) = (usize::from(frame.left), usize::from(frame.top), usize::from(frame.width));
+    let visible = fw.min(width.saturating_sub(left)) * 4;
+    if visible > 0 {
+        for (y, row) in frame.buffer.chunks_exact(fw * 4).enumerate().take(height.saturating_sub(top)) {
+            let at = ((top + y) * width + left) * 4;
+            canvas[at..at + visible].copy_from_slice(&row[..visible]);
+        }
+    }
+    pixels(width, height, true, canvas)
+}
+
+fn decode_webp(bytes: &[u8]) -> anyhow::Result<Pixels> {
+    let image = webp::Decoder::new(bytes).decode().context("libwebp cannot decode it (or it is animated)")?;
+    let alpha = image.is_alpha();
+    pixels(image.width() as usize, image.height() as usize, alpha, image.to_vec())
+}
+
+fn pixels(width: usize, height: usize, alpha: bool, data: Vec<u8>) -> anyhow::Result<Pixels> {
+    if width == 0 || height == 0 {
+        bail!("image is {width}x{height} pixels");
+    }
+    let expected = width * height * if alpha { 4 } else { 3 };
+    if data.len() != expected {
+        bail!("decoder returned {} bytes for {width}x{height} pixels, expected {expected}", data.len());
+    }
+    Ok(Pixels { width: u32::try_from(width)?, height: u32::try_from(height)?, alpha, data })
+}
+
+/// RGBA whose every pixel is opaque carries no information in its alpha: drop it.
+fn drop_opaque_alpha(p: Pixels) -> Pixels {
+    if !p.alpha || p.data.chunks_exact(4).any(|px| px[3] != 255) {
+        return p;
+    }
+    let data = p.data.chunks_exact(4).flat_map(|px| [px[0], px[1], px[2]]).collect();
+    Pixels { alpha: false, data, ..p }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Probe, then decode, as the library does.
+    fn decode(bytes: &[u8]) -> anyhow::Result<Pixels> {
+        let (format, _, _) = probe(bytes, 1 << 30)?;
+        super::decode(bytes, format, 1 << 30)
+    }
+
+    /// A PNG signature and header chunk claiming `width` x `height`, with no pixel data.
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([8, 6, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0d".to_vec();
+        png.extend(&ihdr);
+        png.extend([0; 4]);
+        png
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        let err = probe(&png_header(100_000, 100_000), 50_000_000).unwrap_err().to_string();
+        assert!(err.contains("100000x100000") && err.contains("KEIKO_MAX_PIXELS"), "{err}");
+        assert!(probe(&png_header(100, 100), 50_000_000).is_ok());
+    }
+
+    #[test]
+    fn formats_are_told_by_content_and_explained_in_plain_words() {
+        assert_eq!(probe(b"", 1).unwrap_err().to_string(), "the file is empty");
+        let err = probe(b"hello, I am text", 100).unwrap_err().to_string();
+        assert!(err.contains("not a JPEG, PNG, GIF or WebP"), "{err}");
+        let err = format!("{:#}", decode(&png_header(4, 4)).unwrap_err());
+        assert!(err.starts_with("a damaged or truncated PNG"), "{err}");
+        let mut config = webp::WebPConfig::new().unwrap();
+        config.lossless = 1;
+        let lossless =
+            webp::Encoder::new(&[9; 12], webp::PixelLayout::Rgb, 2, 2).encode_advanced(&config).unwrap();
+        assert_eq!(Format::sniff(&lossless), Some(Format::WebpLossless));
+        config.lossless = 0;
+        let lossy =
+            webp::Encoder::new(&[9; 12], webp::PixelLayout::Rgb, 2, 2).encode_advanced(&config).unwrap();
+        assert_eq!(Format::sniff(&lossy), Some(Format::WebpLossy));
+    }
+
+    fn rgba(width: u32, height: u32, f: impl Fn(u32, u32) -> [u8; 4]) -> Vec<u8> {
+        let f = &f;
+        (0..height).flat_map(|y| (0..width).flat_map(move |x| f(x, y))).collect()
+    }
+
+    #[test]
+    fn png_pixels_come_back_exactly() {
+        let data = rgba(5, 3, |x, y| [x as u8 * 40, y as u8 * 80, 7, if x == 0 { 0 } else { 255 }]);
+        let png = Image::from_u8(&data, 5, 3, ColorSpace::RGBA)
+            .write_to_vec(zune_image::codecs::ImageFormat::PNG)
+            .unwrap();
+        assert_eq!(decode(&png).unwrap(), Pixels { width: 5, height: 3, alpha: true, data });
+    }
+
+    #[test]
+    fn opaque_images_are_rgb() {
+        let data = rgba(2, 2, |x, y| [x as u8, y as u8, 9, 255]);
+        let png = Image::from_u8(&data, 2, 2, ColorSpace::RGBA)
+            .write_to_vec(zune_image::codecs::ImageFormat::PNG)
+            .unwrap();
+        let p = decode(&png).unwrap();
+        assert!(!p.alpha);
+        assert_eq!(p.data, vec![0, 0, 9, 1, 0, 9, 0, 1, 9, 1, 1, 9]);
+    }
+
+    #[test]
+    fn grayscale_becomes_rgb() {
+        let png = Image::from_u8(&[0, 100, 200, 255], 2, 2, ColorSpace::Luma)
+            .write_to_vec(zune_image::codecs::ImageFormat::PNG)
+            .unwrap();
+        let p = decode(&png).unwrap();
+        assert_eq!(p.data, vec![0, 0, 0, 100, 100, 100, 200, 200, 200, 255, 255, 255]);
+    }
+
+    #[test]
+    fn gif_first_frame_is_placed_on_its_screen() {
+        let mut gif_bytes = Vec::new();
+        {
+            let mut enc = gif::Encoder::new(&mut gif_bytes, 4, 3, &[255, 0, 0, 0, 0, 255]).unwrap();
+            let mut frame = gif::Frame { left: 1, top: 1, width: 2, height: 1, ..Default::default() };
+            frame.buffer = std::borrow::Cow::Borrowed(&[0, 1]);
+            enc.write_frame(&frame).unwrap();
+            let mut second = gif::Frame { width: 4, height: 3, ..Default::default() };
+            second.buffer = std::borrow::Cow::Borrowed(&[1; 12]);
+            enc.write_frame(&second).unwrap();
+        }
+        let p = decode(&gif_bytes).unwrap();
+        assert_eq!((p.width, p.height, p.alpha), (4, 3, true));
+        let px = |x: usize, y: usize| &p.data[(y * 4 + x) * 4..][..4];
+        assert_eq!(px(0, 0), [0, 0, 0, 0], "outside the first frame is transparent");
+        assert_eq!(px(1, 1), [255, 0, 0, 255]);
+        assert_eq!(px(2, 1), [0, 0, 255, 255]);
+        assert_eq!(px(3, 2), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn webp_input_round_trips() {
+        let data = rgba(3, 2, |x, y| [x as u8, y as u8, 200, 255]);
+        let mut config = webp::WebPConfig::new().unwrap();
+        config.lossless = 1;
+        let webp_bytes =
+            webp::Encoder::new(&data, webp::PixelLayout::Rgba, 3, 2).encode_advanced(&config).unwrap();
+        let p = decode(&webp_bytes).unwrap();
+        assert_eq!((p.width, p.height, p.alpha), (3, 2, false));
+        assert_eq!(p.data, data.chunks(4).flat_map(|c| [c[0], c[1], c[2]]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn garbage_and_truncated_files_are_errors() {
+        assert!(decode(b"not an image at all").is_err());
+        assert!(decode(b"GIF89a").is_err());
+        assert!(decode(b"RIFF\0\0\0\0WEBPVP8L").is_err());
+        assert!(decode(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").is_err());
+        assert!(decode(b"\xff\xd8\xff\xe0\0\x10JFIF\0").is_err());
+    }
+}

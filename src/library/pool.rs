@@ -1,0 +1,135 @@
+//! The encode pool: threads that turn a source file into a servable WebP body, one job at a time,
+//! in the idle scheduling class.
+//!
+//! SCHED_IDLE means the kernel runs an encoder only when no other thread wants the core, so the
+//! event loops keep their latency while a big library encodes on the same cores (measured in
+//! docs/BENCHMARKS.md). A job re-checks the file's stamp before and after reading it, so a file
+//! that changes meanwhile is reported as unsettled instead of being encoded half-way; a cached
+//! encoding of the same content and settings is used instead of encoding again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::cache::{self, Cache, Outcome};
+use super::decode::{decode, probe};
+use super::encode::{encode, Settings};
+use super::scan::Stamp;
+use crate::catalog::Body;
+use crate::metrics::LibraryStats;
+
+/// Limits that keep a hostile or huge source from hurting the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_pixels: u64,
+    pub max_file_bytes: u64,
+}
+
+pub struct Job {
+    pub name: String,
+    pub path: PathBuf,
+    pub stamp: Stamp,
+}
+
+pub struct Done {
+    pub name: String,
+    pub stamp: Stamp,
+    pub result: Result,
+}
+
+pub enum Result {
+    /// Ready to serve, from `outcome`'s key.
+    Ready {
+        body: Arc<Body>,
+        outcome: Outcome,
+    },
+    Failed(String),
+    /// The file changed or went away while it was being read: look again later.
+    Unsettled,
+}
+
+/// Starts `threads` encoders; they end when the job sender is dropped.
+pub fn spawn(
+    threads: usize,
+    settings: Settings,
+    limits: Limits,
+    cache: Arc<Cache>,
+    stats: &'static LibraryStats,
+) -> std::io::Result<(Sender<Job>, Receiver<Done>)> {
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    for n in 0..threads.max(1) {
+        let (jobs, done, cache) = (job_rx.clone(), done_tx.clone(), cache.clone());
+        std::thread::Builder::new().name(format!("keiko-encode-{n}")).spawn(move || {
+            lower_priority();
+            for job in jobs {
+                let result = run(&job, settings, limits, &cache, stats);
+                if done.send(Done { name: job.name, stamp: job.stamp, result }).is_err() {
+                    return;
+                }
+            }
+        })?;
+    }
+    Ok((job_tx, done_rx))
+}
+
+/// Puts the calling thread in the idle scheduling class (or, failing that, at the lowest nice).
+fn lower_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: both calls only change the calling thread's scheduling (pid 0 = this thread).
+    unsafe {
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+    }
+}
+
+fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &LibraryStats) -> Result {
+    let stamp_now = || std::fs::metadata(&job.path).map(|m| Stamp::of(&m));
+    match stamp_now() {
+        Ok(stamp) if stamp == job.stamp => {}
+        _ => return Result::Unsettled,
+    }
+    if job.stamp.size > limits.max_file_bytes {
+        return Result::Failed(format!(
+            "it is {} bytes, over the limit of {} (KEIKO_MAX_FILE_BYTES)",
+            job.stamp.size, limits.max_file_bytes
+        ));
+    }
+    let bytes = match std::fs::read(&job.path) {
+        Ok(bytes) => bytes,
+        Err(e) => return Result::Failed(format!("cannot read it: {e}")),
+    };
+    if !matches!(stamp_now(), Ok(stamp) if stamp == job.stamp) {
+        return Result::Unsettled;
+    }
+    let (format, _, _) = match probe(&bytes, limits.max_pixels) {
+        Ok(probed) => probed,
+        Err(e) => return Result::Failed(format!("{e:#}")),
+    };
+    let hash = blake3::hash(&bytes);
+    let encoding = settings.for_source(format);
+    let key = cache::key(&hash, &encoding);
+    let outcome = Outcome::Encoded { hash: hash.to_hex().to_string(), format, key: key.clone() };
+    if let Some(body) = cache.get(&key) {
+        stats.cache_hit();
+        return Result::Ready { body: Arc::new(body), outcome };
+    }
+    stats.cache_miss();
+    let started = Instant::now();
+    let encoded = decode(&bytes, format, limits.max_pixels).and_then(|pixels| {
+        drop(bytes);
+        encode(&pixels, encoding)
+    });
+    let webp = match encoded {
+        Ok(webp) => webp,
+        Err(e) => return Result::Failed(format!("{e:#}")),
+    };
+    stats.encoded(started.elapsed());
+    match cache.put(&key, &webp) {
+        Ok(body) => Result::Ready { body: Arc::new(body), outcome },
+        Err(e) => Result::Failed(format!("cannot store its encoding: {e:#}")),
+    }
+}
