@@ -327,6 +327,7 @@ impl State {
         self.note_skipped(&listing);
         let now = SystemTime::now();
         let mut present = HashSet::with_capacity(listing.files.len());
+        let mut candidates = Vec::new();
         for found in listing.files {
             present.insert(found.name.clone());
             if self.files.get(&found.name).is_some_and(|t| t.stamp == found.stamp) {
@@ -341,16 +342,27 @@ impl State {
                 self.rescan_at = Some(Instant::now() + (QUIET - age));
                 continue;
             }
-            self.consider(found);
+            candidates.push(found);
         }
         self.closed.clear();
+        // Removed files, by stamp: a rename shows up as one of these plus a new name.
         let removed: Vec<String> = self.files.keys().filter(|n| !present.contains(*n)).cloned().collect();
+        let mut moved = HashMap::new();
         for name in removed {
             if let Some(gone) = self.files.remove(&name) {
                 self.changed |= gone.serving.is_some();
                 self.queued -= usize::from(gone.queued);
                 self.unsaved = true;
                 tracing::debug!("{name} was removed");
+                if !gone.queued {
+                    moved.insert(gone.stamp, gone);
+                }
+            }
+        }
+        for found in candidates {
+            match moved.remove(&found.stamp) {
+                Some(renamed) => self.renamed(found, renamed),
+                None => self.consider(found),
             }
         }
         self.known.clear();
@@ -375,6 +387,17 @@ impl State {
                 tracing::warn!("skipping {}: its file name is not UTF-8", Path::new(raw).display());
             }
         }
+    }
+
+    /// A file that was renamed: the same content under a new name keeps its encoding (and gets the
+    /// new name's hit identity).
+    fn renamed(&mut self, found: Found, old: Tracked) {
+        let serving = old.serving.map(|(image, key)| {
+            (Arc::new(Image::new(self.registry.intern(&found.name), image.body.clone())), key)
+        });
+        self.changed |= serving.is_some();
+        self.files
+            .insert(found.name, Tracked { stamp: found.stamp, serving, record: old.record, queued: false });
     }
 
     /// A new or changed file: serve it from the cache if its encoding is there, else queue it.

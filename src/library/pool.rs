@@ -1,9 +1,10 @@
 //! The encode pool: threads that turn a source file into a servable WebP body, one job at a time,
-//! in the idle scheduling class.
+//! at the lowest priority (nice 19).
 //!
-//! SCHED_IDLE means the kernel runs an encoder only when no other thread wants the core, so the
-//! event loops keep their latency while a big library encodes on the same cores (measured in
-//! docs/BENCHMARKS.md). A job re-checks the file's stamp before and after reading it, so a file
+//! At nice 19 an encoder gets about 1.5% of a core that the event loops want, so they keep their
+//! latency while a big library encodes on the same cores (measured in docs/BENCHMARKS.md), yet a
+//! new image still gets encoded while the server is saturated. (The idle scheduling class was
+//! tried first: it starves encoders completely under full load, so nothing new appeared.) A job re-checks the file's stamp before and after reading it, so a file
 //! that changes meanwhile is reported as unsettled instead of being encoded half-way; a cached
 //! encoding of the same content and settings is used instead of encoding again.
 
@@ -75,14 +76,11 @@ pub fn spawn(
     Ok((job_tx, done_rx))
 }
 
-/// Puts the calling thread in the idle scheduling class (or, failing that, at the lowest nice).
+/// Gives the calling thread the lowest priority, nice 19 (on Linux a nice value is per thread).
 fn lower_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: both calls only change the calling thread's scheduling (pid 0 = this thread).
-    unsafe {
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-        }
+    // SAFETY: changes only the calling thread's priority (who = 0 = this thread).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        tracing::warn!("cannot lower the encoders' priority: {}", std::io::Error::last_os_error());
     }
 }
 

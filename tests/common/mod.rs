@@ -433,6 +433,10 @@ pub struct LoadReport {
     pub failures: u64,
     /// Time from sending each request to having its whole response, for every delivered one.
     pub latencies: Vec<Duration>,
+    /// Delivered responses by `X-Image-Name`.
+    pub by_name: HashMap<String, u64>,
+    /// 200 responses whose body is not one whole WebP file (a RIFF header matching its length).
+    pub torn: u64,
 }
 
 impl LoadReport {
@@ -476,6 +480,10 @@ impl Load {
             all.delivered.extend(r.delivered);
             all.failures += r.failures;
             all.latencies.extend(r.latencies);
+            all.torn += r.torn;
+            for (name, n) in r.by_name {
+                *all.by_name.entry(name).or_default() += n;
+            }
         }
         all.delivered.sort();
         all
@@ -511,6 +519,8 @@ fn client(addr: SocketAddr, keep_alive: bool, stop: &std::sync::atomic::AtomicBo
             Some(r) if r.status == 200 && r.header("Content-Type") == Some("image/webp") => {
                 report.delivered.push(Instant::now());
                 report.latencies.push(started.elapsed());
+                report.torn += u64::from(!is_whole_webp(&r.body));
+                *report.by_name.entry(r.header("X-Image-Name").unwrap_or("?").to_string()).or_default() += 1;
                 if !keep_alive || r.header("Connection") == Some("close") {
                     conn = None;
                 }
@@ -522,4 +532,12 @@ fn client(addr: SocketAddr, keep_alive: bool, stop: &std::sync::atomic::AtomicBo
         }
     }
     report
+}
+
+/// Whether `body` is one complete WebP file: its RIFF header's size matches its length.
+pub fn is_whole_webp(body: &[u8]) -> bool {
+    body.len() >= 16
+        && &body[..4] == b"RIFF"
+        && &body[8..12] == b"WEBP"
+        && u32::from_le_bytes(body[4..8].try_into().unwrap()) as usize + 8 == body.len()
 }
