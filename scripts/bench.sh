@@ -91,11 +91,12 @@ run_one() {
     "${SERVER_PIN[@]}" "$bin" >"$RUN/$name.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
-    grep -q "listening on" "$RUN/$name.log" && break
+    # keiko listens first and encodes after: wait for its library; the baseline encodes per request.
+    grep -Eq "library complete|baseline ready" "$RUN/$name.log" && break
     kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited during startup: $(tail -3 "$RUN/$name.log")"
     sleep 0.1
   done
-  grep -q "listening on" "$RUN/$name.log" || die "$name did not start within 30 s"
+  grep -Eq "library complete|baseline ready" "$RUN/$name.log" || die "$name did not start within 30 s"
   cpu0=$(proc_cpu "$SERVER_PID")
   log "$name: k6 run $SCRIPT${CLIENT_CPUS:+ on CPUs $CLIENT_CPUS}"
   KEIKO_URL="http://127.0.0.1:$PORT" KEIKO_SUMMARY="$RESULTS/$STAMP-$name-summary.json" \

@@ -49,8 +49,8 @@ if [ -z "$URL" ]; then
   KEIKO_ADDR="127.0.0.1:$PORT" KEIKO_THREADS="${THREADS:-0}" KEIKO_IMAGES="$IMAGES" KEIKO_DB="$RUN/keiko.db" \
     "${SERVER_PIN[@]}" ./target/release/keiko >"$RUN/keiko.log" 2>&1 &
   PID=$!
-  for _ in $(seq 1 300); do grep -q "listening on" "$RUN/keiko.log" && break; sleep 0.1; done
-  grep -q "listening on" "$RUN/keiko.log" || { log "keiko did not start: $(tail -2 "$RUN/keiko.log")"; exit 1; }
+  for _ in $(seq 1 300); do grep -q "library complete" "$RUN/keiko.log" && break; sleep 0.1; done
+  grep -q "library complete" "$RUN/keiko.log" || { log "keiko did not start: $(tail -2 "$RUN/keiko.log")"; exit 1; }
   log "$(grep -o 'ready.*' "$RUN/keiko.log")"
 fi
 

@@ -103,12 +103,13 @@ KEIKO_ADDR=127.0.0.1:0 KEIKO_THREADS="$THREADS" KEIKO_IMAGES=assets/images KEIKO
   "$BIN" >"$RUN/keiko.log" 2>&1 &
 KEIKO_PID=$!
 for _ in $(seq 1 300); do
-  grep -qs "ready: listening on" "$RUN/keiko.log" && break
+  # Listening comes first; the load starts once every image is encoded.
+  grep -qs "library complete" "$RUN/keiko.log" && break
   kill -0 "$KEIKO_PID" 2>/dev/null || die "keiko exited during startup: $(tail -3 "$RUN/keiko.log")"
   sleep 0.1
 done
 ADDR=$(sed -n 's|.*ready: listening on http://\([^,]*\),.*|\1|p' "$RUN/keiko.log" | head -1)
-[ -n "$ADDR" ] || die "keiko did not report ready within 30 s: $(tail -3 "$RUN/keiko.log")"
+[ -n "$ADDR" ] || die "keiko did not encode its library within 30 s: $(tail -3 "$RUN/keiko.log")"
 URL="http://$ADDR"
 log "keiko (PID $KEIKO_PID) ready on $URL"
 

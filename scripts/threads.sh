@@ -65,8 +65,8 @@ for t in $(seq 1 "$MAX"); do
   KEIKO_ADDR="127.0.0.1:$PORT" KEIKO_THREADS="$t" KEIKO_IMAGES="$IMAGES" KEIKO_DB="$RUN/keiko-$t.db" \
     "${SERVER_PIN[@]}" ./target/release/keiko >"$RUN/keiko-$t.log" 2>&1 &
   PID=$!
-  for _ in $(seq 1 300); do grep -q "listening on" "$RUN/keiko-$t.log" && break; sleep 0.1; done
-  grep -q "listening on" "$RUN/keiko-$t.log" || { log "keiko did not start: $(tail -2 "$RUN/keiko-$t.log")"; exit 1; }
+  for _ in $(seq 1 300); do grep -q "library complete" "$RUN/keiko-$t.log" && break; sleep 0.1; done
+  grep -q "library complete" "$RUN/keiko-$t.log" || { log "keiko did not start: $(tail -2 "$RUN/keiko-$t.log")"; exit 1; }
   close=$(wrk_rps close); keep=$(wrk_rps keepalive)
   log "KEIKO_THREADS=$t: close $close req/s, keep-alive $keep req/s"
   printf '| %s | %s | %s |\n' "$t" "$close" "$keep" >>"$RUN/table.md"
