@@ -116,6 +116,34 @@ fn images_added_replaced_renamed_and_removed_under_load_are_followed_and_every_h
 }
 
 #[test]
+fn each_image_is_served_as_soon_as_it_is_encoded_before_the_library_is_complete() {
+    let images = Images::empty();
+    images.add("a-small.png", &png(&pattern(8, 8, false), 8, 8));
+    // Noise encodes slowly in lossless WebP: these keep the one encoder busy for a while.
+    let mut rng = 1u32;
+    for name in ["b-noise.png", "c-noise.png", "d-noise.png"] {
+        let noise: Vec<u8> = (0..1024 * 1024 * 4)
+            .map(|i| {
+                rng = rng.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                if i % 4 == 3 {
+                    255
+                } else {
+                    (rng >> 24) as u8
+                }
+            })
+            .collect();
+        images.add(name, &png(&noise, 1024, 1024));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options::default().arg("--encoders", "1").listening_only();
+    let keiko = Keiko::start_with(images.path(), &tmp.path().join("k.db"), options);
+    assert!(eventually(Duration::from_secs(10), || keiko.get("/").status == 200), "{}", keiko.log());
+    assert_eq!(keiko.get("/readyz").status, 503, "the first image is served while the rest encode");
+    assert_eq!(keiko.get("/").header("X-Image-Name"), Some("a-small.png"));
+    keiko.wait_ready(Duration::from_secs(60));
+}
+
+#[test]
 fn a_file_still_being_written_is_not_read_until_it_is_closed() {
     let images = Images::standard();
     let tmp = tempfile::tempdir().unwrap();

@@ -232,7 +232,8 @@ impl State {
     ) {
         let mut next_rescan = self.rescan_every.map(|every| Instant::now() + every);
         loop {
-            let wake = [self.rescan_at, next_rescan, self.publish_due()].into_iter().flatten().min();
+            let wake =
+                [self.rescan_at, next_rescan, self.publish_due(Instant::now())].into_iter().flatten().min();
             let timeout =
                 wake.map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
             select! {
@@ -505,12 +506,13 @@ impl State {
         release_memory();
     }
 
-    fn publish_due(&self) -> Option<Instant> {
-        self.changed.then(|| self.last_publish.map_or(Instant::now(), |at| at + PUBLISH_EVERY))
+    /// When the next snapshot should go out: None while nothing changed, `now` for the first.
+    fn publish_due(&self, now: Instant) -> Option<Instant> {
+        self.changed.then(|| self.last_publish.map_or(now, |at| at + PUBLISH_EVERY))
     }
 
     fn after_changes(&mut self, now: Instant) {
-        if self.publish_due().is_some_and(|at| at <= now) {
+        if self.publish_due(now).is_some_and(|at| at <= now) {
             self.publish_now();
         }
         let idle = self.queued == 0 && self.first_scan.is_none();
