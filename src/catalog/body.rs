@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::FileExt;
 
 use anyhow::Context;
 use memmap2::Mmap;
@@ -21,12 +22,19 @@ pub struct Body {
 
 impl Body {
     /// Maps `file`, which must hold a whole WebP image (see [`is_whole_webp`]) and never change.
+    /// The check reads the header with pread, not through the mapping: touching a mapped page
+    /// would map its whole (possibly multi-megabyte) folio, and a warm start must not do that
+    /// for every image.
     pub fn map(file: File) -> anyhow::Result<Body> {
+        let len = file.metadata().context("cannot stat the encoded image")?.len() as usize;
+        let mut header = [0u8; 16];
+        let read = file.read_at(&mut header, 0).context("cannot read the encoded image")?;
+        anyhow::ensure!(is_whole_webp(&header[..read], len), "the encoded image is not a whole WebP file");
         // SAFETY: cache files are written once under a temporary name and renamed into place;
         // nothing writes to them afterwards (README: the cache directory is keiko's alone), and
         // memfds are sealed, so the mapping does not change under the slices handed out.
         let map = unsafe { Mmap::map(&file) }.context("cannot map the encoded image")?;
-        anyhow::ensure!(is_whole_webp(&map), "the encoded image is not a whole WebP file");
+        anyhow::ensure!(map.len() == len, "the encoded image changed while it was opened");
         Ok(Body { file, map })
     }
 
@@ -68,15 +76,16 @@ impl Body {
     }
 }
 
-/// Whether `bytes` is a complete WebP file: a RIFF header whose size matches the length exactly
-/// and a first chunk that WebP defines. This catches a truncated or overwritten cache file
+/// Whether a file of `len` bytes starting with `header` is a complete WebP file: a RIFF header
+/// whose size matches the length exactly and a first chunk that WebP defines. This catches a truncated or overwritten cache file
 /// without reading more than its first bytes.
-pub fn is_whole_webp(bytes: &[u8]) -> bool {
-    bytes.len() >= 20
-        && &bytes[..4] == b"RIFF"
-        && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 == bytes.len()
-        && &bytes[8..12] == b"WEBP"
-        && matches!(&bytes[12..16], b"VP8 " | b"VP8L" | b"VP8X")
+fn is_whole_webp(header: &[u8], len: usize) -> bool {
+    len >= 20
+        && header.len() >= 16
+        && &header[..4] == b"RIFF"
+        && u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize + 8 == len
+        && &header[8..12] == b"WEBP"
+        && matches!(&header[12..16], b"VP8 " | b"VP8L" | b"VP8X")
 }
 
 #[cfg(test)]
@@ -109,15 +118,16 @@ pub(super) mod tests {
     #[test]
     fn truncated_padded_and_foreign_files_are_not_whole_webp() {
         let webp = tiny_webp();
-        assert!(is_whole_webp(&webp));
-        assert!(!is_whole_webp(&webp[..webp.len() - 1]), "truncated");
+        let whole = |b: &[u8]| is_whole_webp(b, b.len());
+        assert!(whole(&webp));
+        assert!(!whole(&webp[..webp.len() - 1]), "truncated");
         let mut padded = webp.clone();
         padded.push(0);
-        assert!(!is_whole_webp(&padded), "longer than its header says");
+        assert!(!whole(&padded), "longer than its header says");
         let mut renamed = webp.clone();
         renamed[12..16].copy_from_slice(b"JUNK");
-        assert!(!is_whole_webp(&renamed), "no WebP chunk");
-        assert!(!is_whole_webp(b""));
+        assert!(!whole(&renamed), "no WebP chunk");
+        assert!(!whole(b""));
         assert!(Body::in_memory(&webp[..10]).is_err());
     }
 }

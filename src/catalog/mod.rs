@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use percent_encoding::percent_decode;
 
-pub use body::{is_whole_webp, Body};
+pub use body::Body;
 
 use crate::hits::Tally;
 use crate::http::response::image_head;
