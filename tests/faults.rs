@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{closed_by_server, db_sum, Images, Keiko, Load, Options, Response};
+use common::{closed_by_server, db_sum, eventually, Images, Keiko, Load, Options, Response};
 
 /// These tests load the machine and watch how keiko holds up, so they run one at a time.
 fn serial() -> MutexGuard<'static, ()> {
@@ -28,18 +28,6 @@ fn serial() -> MutexGuard<'static, ()> {
 fn keep_alive_get(s: &mut TcpStream, path: &str) -> Option<Response> {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).ok()?;
     Response::read(&mut BufReader::new(s), false)
-}
-
-/// Polls `check` every 50 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check()
 }
 
 #[test]

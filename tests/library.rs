@@ -8,18 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{db_counts, jpeg, pattern, png, Images, Keiko, Load, Options};
-
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    check()
-}
+use common::{db_counts, eventually, jpeg, pattern, png, Images, Keiko, Load, Options};
 
 /// The dimensions of the WebP that `/images/<name>` serves, or its status when not 200.
 fn served_size(keiko: &Keiko, name: &str) -> Result<(u32, u32), u16> {

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 
 use anyhow::Context;
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 pub struct Body {
     file: File,
@@ -33,8 +33,8 @@ impl Body {
         // SAFETY: cache files are written once under a temporary name and renamed into place;
         // nothing writes to them afterwards (README: the cache directory is keiko's alone), and
         // memfds are sealed, so the mapping does not change under the slices handed out.
-        let map = unsafe { Mmap::map(&file) }.context("cannot map the encoded image")?;
-        anyhow::ensure!(map.len() == len, "the encoded image changed while it was opened");
+        let map =
+            unsafe { MmapOptions::new().len(len).map(&file) }.context("cannot map the encoded image")?;
         Ok(Body { file, map })
     }
 

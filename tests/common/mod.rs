@@ -336,6 +336,18 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Polls `check` every 20 ms until it holds or `limit` passes; the last answer.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
 /// The value of `series` in a /metrics text.
 pub fn metric_in(text: &str, series: &str) -> f64 {
     text.lines()
