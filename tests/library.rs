@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{db_counts, eventually, jpeg, pattern, png, Images, Keiko, Load, Options};
 
