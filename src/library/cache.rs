@@ -4,8 +4,10 @@
 //! source's content together with the encoding settings: the same photo under two names is stored
 //! once, and a change of settings finds no entry and encodes anew while the old files serve. Files
 //! are written under a temporary dot-name, synced and renamed into place, so a crash never leaves
-//! a half file under a key; a file that is nevertheless truncated or overwritten fails the
-//! whole-WebP check when it is opened and is discarded and encoded again.
+//! a half file under a key; a file that is nevertheless truncated, extended or overwritten from
+//! its start fails the whole-WebP check when it is opened and is discarded and encoded again.
+//! (Bytes changed in the middle, length kept, would take hashing every cached byte at every
+//! start to find; keiko never writes a cache file in place.)
 //!
 //! The manifest (`manifest.json`) remembers, per source file name, the file's [`Stamp`], its
 //! content hash and format, and which key it was last served from (or why it failed). With it a
