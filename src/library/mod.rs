@@ -47,6 +47,9 @@ use scan::{Found, Stamp};
 const SETTLE: Duration = Duration::from_millis(100);
 /// Age a new file's modification time must reach when no close or rename event vouches for it.
 const QUIET: Duration = Duration::from_secs(1);
+/// A file reported as being written but left untouched this long is taken anyway (its close
+/// event may have been lost when inotify's queue overflowed).
+const STALE_WRITE: Duration = Duration::from_secs(30);
 /// Least time between two published snapshots while images keep becoming ready.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// Longest time the manifest lags behind while a long encode runs.
@@ -335,10 +338,13 @@ impl State {
                 continue;
             }
             let vouched = self.closed.contains(&found.name);
-            if self.writing.contains(&found.name) {
-                continue;
-            }
             let age = found.stamp.age(now);
+            if self.writing.contains(&found.name) {
+                if age < STALE_WRITE {
+                    continue;
+                }
+                self.writing.remove(&found.name);
+            }
             if !vouched && age < QUIET && self.first_scan.is_none() {
                 self.rescan_at = Some(Instant::now() + (QUIET - age));
                 continue;
