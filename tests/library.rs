@@ -166,18 +166,23 @@ fn a_restart_re_encodes_nothing_and_a_damaged_cache_file_is_encoded_again() {
     assert!(keiko.log().contains("(4 from the cache, 0 encoded)"), "{}", keiko.log());
     keiko.terminate(Duration::from_secs(5));
 
-    // One file cut short, one overwritten with other bytes of the same length.
+    // One file cut short, one overwritten with garbage of the same length, and one with a single
+    // byte changed in the middle (length and header kept).
     let files = cache_files(&cache);
     let cut = std::fs::read(&files[0]).unwrap();
     std::fs::write(&files[0], &cut[..cut.len() / 2]).unwrap();
     let garbage = vec![0x5a; std::fs::metadata(&files[1]).unwrap().len() as usize];
     std::fs::write(&files[1], garbage).unwrap();
+    let mut flipped = std::fs::read(&files[2]).unwrap();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    std::fs::write(&files[2], &flipped).unwrap();
 
     let keiko = Keiko::start(images.path(), &db);
     assert_eq!(
         keiko.metric("keiko_encode_duration_seconds_count"),
-        2.0,
-        "only the damaged two: {}",
+        3.0,
+        "only the damaged three: {}",
         keiko.log()
     );
     for name in Images::standard_names() {
@@ -185,7 +190,9 @@ fn a_restart_re_encodes_nothing_and_a_damaged_cache_file_is_encoded_again() {
         assert!(r.status == 200 && common::is_whole_webp(&r.body), "{name}");
         webp::Decoder::new(&r.body).decode().expect("decodable");
     }
-    assert_eq!(keiko.log().matches("discarding cache file").count(), 2, "{}", keiko.log());
+    assert_eq!(keiko.log().matches("discarding cache file").count(), 3, "{}", keiko.log());
+    assert_eq!(cache_files(&cache).len(), 4);
+    assert!(!cache_files(&cache).iter().any(|f| std::fs::read(f).unwrap() == flipped), "never served, gone");
 }
 
 #[test]

@@ -21,12 +21,12 @@ pub struct Body {
 }
 
 impl Body {
-    /// Maps `file`, which must hold a whole WebP image (see [`is_whole_webp`]) and never change.
+    /// Maps `file` of `len` bytes, which must hold a whole WebP image (see [`is_whole_webp`]) and
+    /// never change.
     /// The check reads the header with pread, not through the mapping: touching a mapped page
     /// would map its whole (possibly multi-megabyte) folio, and a warm start must not do that
     /// for every image.
-    pub fn map(file: File) -> anyhow::Result<Body> {
-        let len = file.metadata().context("cannot stat the encoded image")?.len() as usize;
+    pub fn map(file: File, len: usize) -> anyhow::Result<Body> {
         let mut header = [0u8; 16];
         let read = file.read_at(&mut header, 0).context("cannot read the encoded image")?;
         anyhow::ensure!(is_whole_webp(&header[..read], len), "the encoded image is not a whole WebP file");
@@ -55,7 +55,7 @@ impl Body {
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(std::io::Error::last_os_error()).context("sealing the encoded image");
         }
-        Body::map(file)
+        Body::map(file, bytes.len())
     }
 
     pub fn bytes(&self) -> &[u8] {

@@ -418,23 +418,25 @@ impl State {
         });
         tracked.stamp = found.stamp;
         match known.map(|r| r.outcome) {
-            Some(Outcome::Encoded { hash, format, key: served }) => {
+            Some(Outcome::Encoded { hash, format, key: served, written }) => {
                 let wanted = blake3::Hash::from_hex(&hash)
                     .ok()
                     .map(|h| cache::key(&h, &self.settings.for_source(format)));
                 if let Some(key) = wanted.filter(|k| *k == served) {
-                    if let Some(body) = self.cache.get(&key) {
+                    let unstamped = written.is_none();
+                    if let Some((body, written)) = self.cache.get(&key, written) {
                         self.stats.cache_hit();
+                        self.unsaved |= unstamped;
                         let image = Arc::new(Image::new(self.registry.intern(&found.name), Arc::new(body)));
                         tracked.serving = Some((image, key.clone()));
-                        tracked.record = Some(Outcome::Encoded { hash, format, key });
+                        tracked.record = Some(Outcome::Encoded { hash, format, key, written: Some(written) });
                         self.changed = true;
                         if let Some(first) = &mut self.first_scan {
                             first.from_cache += 1;
                         }
                         return;
                     }
-                } else if let Some(body) = self.cache.get(&served) {
+                } else if let Some((body, _)) = self.cache.get(&served, written) {
                     // Encoded with other settings: serve that until the new encoding is ready.
                     let image = Arc::new(Image::new(self.registry.intern(&found.name), Arc::new(body)));
                     tracked.serving = Some((image, served));

@@ -110,10 +110,11 @@ fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &Lib
     let hash = blake3::hash(&bytes);
     let encoding = settings.for_source(format);
     let key = cache::key(&hash, &encoding);
-    let outcome = Outcome::Encoded { hash: hash.to_hex().to_string(), format, key: key.clone() };
-    if let Some(body) = cache.get(&key) {
+    let outcome =
+        |written| Outcome::Encoded { hash: hash.to_hex().to_string(), format, key: key.clone(), written };
+    if let Some((body, written)) = cache.get(&key, None) {
         stats.cache_hit();
-        return Result::Ready { body: Arc::new(body), outcome };
+        return Result::Ready { body: Arc::new(body), outcome: outcome(Some(written)) };
     }
     stats.cache_miss();
     let started = Instant::now();
@@ -127,7 +128,7 @@ fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &Lib
     };
     stats.encoded(started.elapsed());
     match cache.put(&key, &webp) {
-        Ok(body) => Result::Ready { body: Arc::new(body), outcome },
+        Ok((body, written)) => Result::Ready { body: Arc::new(body), outcome: outcome(written) },
         Err(e) => Result::Failed(format!("cannot store its encoding: {e:#}")),
     }
 }
