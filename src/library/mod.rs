@@ -2,7 +2,7 @@
 //! cache, and publishes a new catalogue snapshot whenever what can be served changes.
 //!
 //! ```text
-//!  inotify (notify) ─┐                        ┌─> encode pool (SCHED_IDLE) ─┐
+//!  inotify (notify) ─┐                        ┌─> encode pool (nice 19) ────┐
 //!  periodic rescan ──┼─> library thread: scan ┤                             ├─> snapshot ─> Published
 //!  SIGHUP ───────────┘    (stamps vs. known)  └─<── ready / failed ─────────┘      (event loops take it
 //!                                                                                   on their tick)

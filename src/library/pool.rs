@@ -4,9 +4,11 @@
 //! At nice 19 an encoder gets about 1.5% of a core that the event loops want, so they keep their
 //! latency while a big library encodes on the same cores (measured in docs/BENCHMARKS.md), yet a
 //! new image still gets encoded while the server is saturated. (The idle scheduling class was
-//! tried first: it starves encoders completely under full load, so nothing new appeared.) A job re-checks the file's stamp before and after reading it, so a file
-//! that changes meanwhile is reported as unsettled instead of being encoded half-way; a cached
-//! encoding of the same content and settings is used instead of encoding again.
+//! tried first: it starves encoders completely under full load, so nothing new appeared.)
+//!
+//! A job re-checks the file's stamp before and after reading it, so a file that changes meanwhile
+//! is reported as unsettled instead of being encoded half-way; a cached encoding of the same
+//! content and settings is used instead of encoding again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
