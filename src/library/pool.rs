@@ -67,10 +67,16 @@ pub fn spawn(
         let (jobs, done, cache) = (job_rx.clone(), done_tx.clone(), cache.clone());
         std::thread::Builder::new().name(format!("keiko-encode-{n}")).spawn(move || {
             lower_priority();
-            for job in jobs {
+            for job in &jobs {
                 let result = run(&job, settings, limits, &cache, stats);
                 if done.send(Done { name: job.name, stamp: job.stamp, result }).is_err() {
                     return;
+                }
+                if jobs.is_empty() {
+                    // Decoding and encoding went through tens of MB that this thread's own
+                    // mimalloc heap would otherwise keep; the server keeps none of it.
+                    // SAFETY: only releases free memory of the calling thread's heap.
+                    unsafe { libmimalloc_sys::mi_collect(true) };
                 }
             }
         })?;
