@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use crate::library::{self, Limits, Settings, WebpMode};
+use crate::variants;
 
 /// Most event-loop threads keiko will start; far more than any host has cores.
 const MAX_THREADS: usize = 1024;
@@ -90,18 +91,34 @@ pub struct Config {
     #[arg(long, env = "KEIKO_MAX_CONNS", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_conns: u32,
+
+    /// Seconds browsers and CDNs may keep a /images/<name> response (Cache-Control: public,
+    /// max-age); the random routes are always no-store
+    #[arg(long, env = "KEIKO_MAX_AGE", default_value_t = 86_400)]
+    pub max_age: u32,
+
+    /// Threads that render sizes, effects and ASCII art; 0 means one per usable core
+    #[arg(long, env = "KEIKO_RENDERERS", default_value_t = 0)]
+    pub renderers: usize,
+
+    /// Renders that may wait for a render thread; past it, requests for new renditions get 503
+    #[arg(long, env = "KEIKO_RENDER_QUEUE", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub render_queue: u32,
+
+    /// Memory for rendered images, in MiB
+    #[arg(long, env = "KEIKO_VARIANT_MEMORY_MB", default_value_t = 256)]
+    pub variant_memory_mb: u64,
+
+    /// Disk for rendered images (in <cache dir>/variants), in MiB; 0 = keep them in memory only
+    #[arg(long, env = "KEIKO_VARIANT_DISK_MB", default_value_t = 2048)]
+    pub variant_disk_mb: u64,
 }
 
 impl Config {
     /// The number of event-loop threads to start: the configured count, or one per usable core.
     pub fn thread_count(&self) -> anyhow::Result<usize> {
-        match self.threads {
-            0 => Ok(available_cores()),
-            n if n > MAX_THREADS => {
-                anyhow::bail!("--threads/KEIKO_THREADS is {n}; the most keiko starts is {MAX_THREADS}")
-            }
-            n => Ok(n),
-        }
+        threads_or_cores(self.threads, "--threads/KEIKO_THREADS")
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -121,13 +138,7 @@ impl Config {
     }
 
     pub fn library(&self) -> anyhow::Result<library::Options> {
-        let encoders = match self.encoders {
-            0 => available_cores(),
-            n if n > MAX_THREADS => {
-                anyhow::bail!("--encoders/KEIKO_ENCODERS is {n}; the most keiko starts is {MAX_THREADS}")
-            }
-            n => n,
-        };
+        let encoders = threads_or_cores(self.encoders, "--encoders/KEIKO_ENCODERS")?;
         Ok(library::Options {
             images: self.images.clone(),
             cache: self.cache_dir(),
@@ -135,6 +146,21 @@ impl Config {
             limits: Limits { max_pixels: self.max_pixels, max_file_bytes: self.max_file_bytes },
             encoders,
             rescan: (self.rescan_secs > 0).then(|| Duration::from_secs(self.rescan_secs)),
+            max_age: self.max_age,
+        })
+    }
+
+    pub fn variants(&self) -> anyhow::Result<variants::Options> {
+        let renderers = threads_or_cores(self.renderers, "--renderers/KEIKO_RENDERERS")?;
+        Ok(variants::Options {
+            dir: (self.variant_disk_mb > 0).then(|| self.cache_dir().join("variants")),
+            memory_bytes: self.variant_memory_mb << 20,
+            disk_bytes: self.variant_disk_mb << 20,
+            renderers,
+            queue: self.render_queue as usize,
+            settings: Settings { mode: self.webp, max_side: 0 },
+            max_pixels: self.max_pixels,
+            max_age: self.max_age,
         })
     }
 
@@ -170,6 +196,15 @@ fn env_source(error: &clap::Error, args: impl Iterator<Item = String>) -> Option
     let command = Config::command();
     let env = command.get_arguments().find(|a| a.get_long() == Some(long))?.get_env()?;
     Some(env.to_string_lossy().into_owned())
+}
+
+/// A thread count as configured, where 0 means one per usable core; `what` names the setting.
+fn threads_or_cores(n: usize, what: &str) -> anyhow::Result<usize> {
+    match n {
+        0 => Ok(available_cores()),
+        n if n > MAX_THREADS => anyhow::bail!("{what} is {n}; the most keiko starts is {MAX_THREADS}"),
+        n => Ok(n),
+    }
 }
 
 /// Cores this process may run on (its CPU affinity and cgroup quota, not just the machine's count).

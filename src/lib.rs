@@ -21,6 +21,7 @@ pub mod http;
 pub mod library;
 pub mod metrics;
 pub mod server;
+pub mod variants;
 
 use std::time::Instant;
 
@@ -33,6 +34,7 @@ use crate::hits::{Registry, Store};
 use crate::library::Library;
 use crate::metrics::Metrics;
 use crate::server::{Driver, Shared};
+use crate::variants::Variants;
 
 /// Signals that stop keiko gracefully.
 const STOP: [i32; 4] = [SIGINT, SIGTERM, SIGQUIT, SIGXCPU];
@@ -46,6 +48,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     share_one_malloc_arena();
     let threads = config.thread_count()?;
     let library_options = config.library()?;
+    let variant_options = config.variants()?;
     let store = Store::open(&config.db)?;
     let known = store.counts().with_context(|| format!("cannot read hits from {}", config.db.display()))?;
     let registry: &'static Registry = leak(Registry::new(known));
@@ -61,7 +64,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (hits_tx, hits_rx) = hits::channel();
     let writer = hits::spawn_writer(store, hits_rx, registry, &metrics.writer, config.flush_interval())
         .context("cannot start the hit writer")?;
-    let shared = leak(Shared::new(published, metrics, config.header_timeout(), config.max_conns as usize));
+    let variants =
+        Variants::start(variant_options, &metrics.variants).context("cannot start the render threads")?;
+    let shared =
+        leak(Shared::new(published, metrics, variants, config.header_timeout(), config.max_conns as usize));
     let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
     tracing::info!(
         "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {}, cache in {}, \

@@ -17,6 +17,8 @@ use crate::http::route::Route;
 
 /// Upper bounds, in seconds, of the flush-duration histogram buckets.
 const FLUSH_BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Upper bounds, in seconds, of the render-duration histogram buckets.
+const RENDER_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 /// Upper bounds, in seconds, of the encode-duration histogram buckets.
 const ENCODE_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -25,6 +27,7 @@ pub struct Metrics {
     threads: Box<[CachePadded<ThreadStats>]>,
     pub writer: WriterStats,
     pub library: LibraryStats,
+    pub variants: VariantStats,
 }
 
 /// One event-loop thread's counters; only that thread writes them.
@@ -192,6 +195,111 @@ impl LibraryStats {
     }
 }
 
+/// The renditions' cache and render pool; written by the loops and the render threads.
+pub struct VariantStats {
+    memory_hits: AtomicU64,
+    memory_misses: AtomicU64,
+    disk_hits: AtomicU64,
+    rejected: AtomicU64,
+    queued: AtomicU64,
+    memory_bytes: AtomicU64,
+    disk_bytes: AtomicU64,
+    renders: Histogram<{ RENDER_BUCKETS.len() }>,
+}
+
+impl Default for VariantStats {
+    fn default() -> Self {
+        VariantStats {
+            memory_hits: AtomicU64::new(0),
+            memory_misses: AtomicU64::new(0),
+            disk_hits: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
+            disk_bytes: AtomicU64::new(0),
+            renders: Histogram::new(&RENDER_BUCKETS),
+        }
+    }
+}
+
+impl VariantStats {
+    pub fn looked_up(&self, found: bool) {
+        let counter = if found { &self.memory_hits } else { &self.memory_misses };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn from_disk(&self) {
+        self.disk_hits.fetch_add(1, Relaxed);
+    }
+
+    pub fn rendered(&self, took: Duration) {
+        self.renders.observe(took);
+    }
+
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_queued(&self, n: usize) {
+        self.queued.store(n as u64, Relaxed);
+    }
+
+    pub fn set_memory_bytes(&self, n: u64) {
+        self.memory_bytes.store(n, Relaxed);
+    }
+
+    pub fn set_disk_bytes(&self, n: u64) {
+        self.disk_bytes.store(n, Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        family(out, "keiko_variant_lookups_total", "counter", "Renditions looked up in memory, by result.");
+        let _ =
+            writeln!(out, "keiko_variant_lookups_total{{result=\"hit\"}} {}", self.memory_hits.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "keiko_variant_lookups_total{{result=\"miss\"}} {}",
+            self.memory_misses.load(Relaxed)
+        );
+        sample(
+            out,
+            "keiko_variant_disk_hits_total",
+            "counter",
+            "Renditions read back from disk instead of rendered.",
+            self.disk_hits.load(Relaxed),
+        );
+        sample(
+            out,
+            "keiko_render_rejected_total",
+            "counter",
+            "Requests answered 503 because the render queue was full.",
+            self.rejected.load(Relaxed),
+        );
+        sample(
+            out,
+            "keiko_render_queue_depth",
+            "gauge",
+            "Renders waiting for a thread.",
+            self.queued.load(Relaxed),
+        );
+        sample(
+            out,
+            "keiko_variant_memory_bytes",
+            "gauge",
+            "Bytes of renditions held in memory.",
+            self.memory_bytes.load(Relaxed),
+        );
+        sample(
+            out,
+            "keiko_variant_disk_bytes",
+            "gauge",
+            "Bytes of renditions stored on disk.",
+            self.disk_bytes.load(Relaxed),
+        );
+        self.renders.render(out, "keiko_render_duration_seconds", "Time to render one rendition.");
+    }
+}
+
 /// Adds to a counter from its only writer: a load and a store, no locked instruction.
 fn add(counter: &AtomicU64, by: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
@@ -204,6 +312,7 @@ impl Metrics {
             threads: (0..threads).map(|_| CachePadded::new(ThreadStats::default())).collect(),
             writer: WriterStats::default(),
             library: LibraryStats::default(),
+            variants: VariantStats::default(),
         }
     }
 
@@ -277,6 +386,7 @@ impl Metrics {
             refused,
         );
         self.library.render(out);
+        self.variants.render(out);
         family(out, "keiko_uptime_seconds", "gauge", "Seconds since keiko started.");
         let _ = writeln!(out, "keiko_uptime_seconds {:.3}", self.started.elapsed().as_secs_f64());
     }

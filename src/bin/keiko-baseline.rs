@@ -106,14 +106,18 @@ fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<Store>) -> anyh
             }
         }
     };
-    if route(&path).0 != Route::Random || method != Method::Get {
+    if !matches!(route(&path, b""), Ok(t) if t.route() == Route::Random) || method != Method::Get {
         return send(&mut stream, response::NOT_FOUND.head, response::NOT_FOUND.body);
     }
 
     let images = list_images(&library.images)?;
     let (file, name) = &images[fastrand::usize(..images.len())];
     let body = encode_file(file, library.settings, library.limits).with_context(|| name.clone())?;
-    send(&mut stream, &response::image_head(name, body.len()), &body)?;
+    send(
+        &mut stream,
+        &response::image_head(name, "image/webp", body.len(), response::Caching::NoStore, ""),
+        &body,
+    )?;
     store.lock().unwrap().add([(name.as_str(), 1)]).context("cannot record the hit")?;
     tracing::info!("serve {name}");
     Ok(())

@@ -18,24 +18,38 @@ use memmap2::{Mmap, MmapOptions};
 pub struct Body {
     file: File,
     map: Mmap,
+    /// 128 bits of BLAKE3 of the bytes: what ETags are made of.
+    digest: u128,
+    width: u32,
+    height: u32,
+}
+
+/// 128 bits of BLAKE3 of `bytes`.
+pub fn digest(bytes: &[u8]) -> u128 {
+    let hash = blake3::hash(bytes);
+    u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("BLAKE3 hashes are 32 bytes"))
 }
 
 impl Body {
     /// Maps `file` of `len` bytes, which must hold a whole WebP image (see [`is_whole_webp`]) and
-    /// never change.
+    /// never change. `digest` is the bytes' [`digest`] when it is known (from the manifest);
+    /// otherwise the bytes are read to compute it.
     /// The check reads the header with pread, not through the mapping: touching a mapped page
     /// would map its whole (possibly multi-megabyte) folio, and a warm start must not do that
     /// for every image.
-    pub fn map(file: File, len: usize) -> anyhow::Result<Body> {
-        let mut header = [0u8; 16];
+    pub fn map(file: File, len: usize, digest: Option<u128>) -> anyhow::Result<Body> {
+        let mut header = [0u8; 32];
         let read = file.read_at(&mut header, 0).context("cannot read the encoded image")?;
         anyhow::ensure!(is_whole_webp(&header[..read], len), "the encoded image is not a whole WebP file");
+        let size = imagesize::blob_size(&header[..read])
+            .map_err(|e| anyhow::anyhow!("the encoded image's header cannot be read: {e}"))?;
         // SAFETY: cache files are written once under a temporary name and renamed into place;
         // nothing writes to them afterwards (README: the cache directory is keiko's alone), and
         // memfds are sealed, so the mapping does not change under the slices handed out.
         let map =
             unsafe { MmapOptions::new().len(len).map(&file) }.context("cannot map the encoded image")?;
-        Ok(Body { file, map })
+        let digest = digest.unwrap_or_else(|| self::digest(&map));
+        Ok(Body { file, map, digest, width: size.width as u32, height: size.height as u32 })
     }
 
     /// `bytes` in a sealed anonymous memory file, for when the cache directory is not writable.
@@ -55,7 +69,7 @@ impl Body {
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(std::io::Error::last_os_error()).context("sealing the encoded image");
         }
-        Body::map(file, bytes.len())
+        Body::map(file, bytes.len(), Some(digest(bytes)))
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -64,6 +78,15 @@ impl Body {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub fn digest(&self) -> u128 {
+        self.digest
+    }
+
+    /// The image's width and height in pixels, from its header.
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -106,6 +129,7 @@ pub(super) mod tests {
         let webp = tiny_webp();
         let body = Body::in_memory(&webp).unwrap();
         assert_eq!(body.bytes(), &webp[..]);
+        assert_eq!((body.dimensions(), body.digest()), ((2, 1), digest(&webp)));
         let mut buf = vec![0u8; webp.len()];
         // SAFETY: reads into a local buffer of the given size.
         let n = unsafe { libc::pread(body.fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };

@@ -18,26 +18,35 @@ use std::sync::{Arc, Mutex};
 
 use percent_encoding::percent_decode;
 
-pub use body::Body;
+pub use body::{digest, Body};
 
 use crate::hits::Tally;
-use crate::http::response::image_head;
+use crate::http::response::{etag, image_head, Caching};
 
 /// Longest file name a lookup decodes (Linux allows 255 bytes).
 const MAX_NAME: usize = 255;
 
-/// One servable image: its name and hit identity, the head of its 200 response and its body.
+/// One servable image: its name and hit identity, the heads of its 200 responses and its body.
 pub struct Image {
     pub tally: Arc<Tally>,
-    /// Status line and headers of the 200 response, without Date/Connection and the blank line.
+    /// Status line and headers of the 200 response on the random routes (`no-store`), without
+    /// Date/Connection and the blank line ...
     pub head: Box<[u8]>,
+    /// ... and on `/images/<name>`, with its ETag and `Cache-Control: public, max-age`.
+    pub named_head: Box<[u8]>,
+    /// The body's strong entity tag, quotes included.
+    pub etag: Box<str>,
     pub body: Arc<Body>,
 }
 
 impl Image {
-    pub fn new(tally: Arc<Tally>, body: Arc<Body>) -> Image {
-        let head = image_head(&tally.name, body.len()).into_boxed_slice();
-        Image { tally, head, body }
+    /// `max_age`: how long caches may keep `/images/<name>` responses, in seconds.
+    pub fn new(tally: Arc<Tally>, body: Arc<Body>, max_age: u32) -> Image {
+        let etag = etag(body.digest());
+        let head = image_head(&tally.name, "image/webp", body.len(), Caching::NoStore, "").into_boxed_slice();
+        let named = Caching::Public { etag: &etag, max_age };
+        let named_head = image_head(&tally.name, "image/webp", body.len(), named, "").into_boxed_slice();
+        Image { tally, head, named_head, etag: etag.into_boxed_str(), body }
     }
 
     pub fn name(&self) -> &str {
@@ -81,6 +90,11 @@ impl Catalog {
         &self.images[index]
     }
 
+    /// Image `index` as the snapshots share it, for work that outlives a request (a render).
+    pub fn shared_image(&self, index: usize) -> &Arc<Image> {
+        &self.images[index]
+    }
+
     pub fn images(&self) -> impl Iterator<Item = &Image> {
         self.images.iter().map(|i| &**i)
     }
@@ -93,6 +107,17 @@ impl Catalog {
     /// A uniformly random image index (thread-local generator: no lock, no allocation), if any.
     pub fn random(&self) -> Option<usize> {
         (!self.images.is_empty()).then(|| fastrand::usize(..self.images.len()))
+    }
+
+    /// The image index `seed` picks: the same while the snapshot's names are the same, and
+    /// different seeds spread evenly (64 bits of BLAKE3, scaled by a multiply, not a biased modulo).
+    pub fn seeded(&self, seed: &[u8]) -> Option<usize> {
+        if self.images.is_empty() {
+            return None;
+        }
+        let hash = blake3::hash(seed);
+        let h = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("BLAKE3 hashes are 32 bytes"));
+        Some(((u128::from(h) * self.images.len() as u128) >> 64) as usize)
     }
 
     /// The image whose name is `encoded` after percent-decoding, if there is one.
@@ -150,7 +175,7 @@ mod tests {
         let webp = body::tests::tiny_webp();
         let images = names
             .iter()
-            .map(|n| Arc::new(Image::new(registry.intern(n), Arc::new(Body::in_memory(&webp).unwrap()))))
+            .map(|n| Arc::new(Image::new(registry.intern(n), Arc::new(Body::in_memory(&webp).unwrap()), 60)))
             .collect();
         Catalog::new(images, true)
     }
@@ -178,6 +203,19 @@ mod tests {
         }
         assert_eq!(seen, [true; 3]);
         assert_eq!(Catalog::default().random(), None);
+    }
+
+    #[test]
+    fn seeds_pick_the_same_image_and_spread_evenly() {
+        let names: Vec<String> = (0..10).map(|i| format!("{i}.png")).collect();
+        let c = catalog(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(c.seeded(b"hello"), c.seeded(b"hello"));
+        let mut counts = [0u32; 10];
+        for seed in 0..10_000 {
+            counts[c.seeded(format!("seed-{seed}").as_bytes()).unwrap()] += 1;
+        }
+        assert!(counts.iter().all(|&n| (850..1150).contains(&n)), "{counts:?}");
+        assert_eq!(Catalog::default().seeded(b"x"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Reads one request head out of a connection's buffer and reduces it to the few facts keiko acts
-//! on: method, path, and whether the connection may stay open.
+//! on: method, path and query, whether the connection may stay open, and the two headers that
+//! change an image response (`If-None-Match`, `Accept-Encoding`).
 //!
 //! httparse does the parsing (strictly: no obs-fold, no stray whitespace). This module adds the
 //! rules that keep framing unambiguous, because keiko never reads request bodies: a GET or HEAD
@@ -28,10 +29,16 @@ pub enum Method {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'b> {
     pub method: Method,
-    /// The request target up to (not including) any query string.
+    /// The request target's path (an absolute-form target reduced to it), without the query.
     pub path: &'b [u8],
+    /// What follows the `?`, if anything.
+    pub query: &'b [u8],
     /// What the client allows for the connection after the response.
     pub connection: Connection,
+    /// The `If-None-Match` value, if there is one.
+    pub if_none_match: Option<&'b [u8]>,
+    /// Whether `Accept-Encoding` admits gzip.
+    pub accepts_gzip: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +97,8 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let (mut close, mut keep_alive) = (false, false);
+    let mut if_none_match = None;
+    let mut accepts_gzip = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -106,6 +115,10 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            if_none_match = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
+            accepts_gzip |= admits_gzip(h.value);
         }
     }
     if hosts > 1 || (!http10 && hosts == 0) || (chunked && content_length.is_some()) {
@@ -126,9 +139,47 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     } else {
         Connection::Close
     };
-    let target = target.as_bytes();
-    let path = target.split(|&b| b == b'?').next().unwrap_or(target);
-    Ok(Request { method, path, connection })
+    let (path, query) = path_and_query(target.as_bytes());
+    Ok(Request { method, path, query, connection, if_none_match, accepts_gzip })
+}
+
+/// The path and query of a request target. An absolute-form target (`http://host:port/path?q`,
+/// which RFC 9112 requires servers to accept) is reduced to them; an empty path means `/`.
+fn path_and_query(target: &[u8]) -> (&[u8], &[u8]) {
+    let starts = |prefix: &[u8]| target.get(..prefix.len()).is_some_and(|t| t.eq_ignore_ascii_case(prefix));
+    let scheme = if starts(b"http://") {
+        7
+    } else if starts(b"https://") {
+        8
+    } else {
+        0
+    };
+    let origin = if scheme > 0 {
+        let after_scheme = &target[scheme..];
+        let at = after_scheme.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(after_scheme.len());
+        &after_scheme[at..]
+    } else {
+        target
+    };
+    let (path, query) = match origin.iter().position(|&b| b == b'?') {
+        Some(at) => (&origin[..at], &origin[at + 1..]),
+        None => (origin, &b""[..]),
+    };
+    (if path.is_empty() { b"/" } else { path }, query)
+}
+
+/// Whether an `Accept-Encoding` value admits gzip: `gzip`, `x-gzip` or `*`, unless with `q=0`.
+fn admits_gzip(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|item| {
+        let mut parts = item.split(|&b| b == b';').map(<[u8]>::trim_ascii);
+        let coding = parts.next().unwrap_or_default();
+        let named = [&b"gzip"[..], b"x-gzip", b"*"].iter().any(|c| coding.eq_ignore_ascii_case(c));
+        let refused = parts.any(|p| {
+            let q = p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q="));
+            q.is_some_and(|q| q.iter().all(|&b| b == b'0' || b == b'.'))
+        });
+        named && !refused
+    })
 }
 
 /// A Content-Length value: decimal digits only (no sign, no list, no spaces).
@@ -164,15 +215,61 @@ mod tests {
         let raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let (req, len) = complete(raw);
         assert_eq!(len, raw.len());
-        assert_eq!(req, Request { method: Method::Get, path: b"/", connection: Connection::KeepAlive });
+        assert_eq!(
+            req,
+            Request {
+                method: Method::Get,
+                path: b"/",
+                query: b"",
+                connection: Connection::KeepAlive,
+                if_none_match: None,
+                accepts_gzip: false
+            }
+        );
     }
 
     #[test]
     fn query_string_is_not_part_of_the_path() {
         let (req, _) = complete(b"HEAD /?x=1&y=2 HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!((req.method, req.path), (Method::Head, &b"/"[..]));
+        assert_eq!((req.method, req.path, req.query), (Method::Head, &b"/"[..], &b"x=1&y=2"[..]));
         let (req, _) = complete(b"GET /images/a.png?download HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(req.path, b"/images/a.png");
+    }
+
+    #[test]
+    fn absolute_form_targets_are_reduced_to_path_and_query() {
+        let cases: [(&[u8], &[u8], &[u8]); 6] = [
+            (b"http://127.0.0.1:8080/", b"/", b""),
+            (b"HTTP://h/images/a.png?grayscale", b"/images/a.png", b"grayscale"),
+            (b"https://h:1/300/200", b"/300/200", b""),
+            (b"http://h", b"/", b""),
+            (b"http://h?blur", b"/", b"blur"),
+            (b"/plain?x=1", b"/plain", b"x=1"),
+        ];
+        for (target, path, query) in cases {
+            let raw = [&b"GET "[..], target, b" HTTP/1.1\r\nHost: h\r\n\r\n"].concat();
+            let (req, _) = complete(&raw);
+            assert_eq!((req.path, req.query), (path, query), "{:?}", String::from_utf8_lossy(target));
+        }
+    }
+
+    #[test]
+    fn conditional_and_encoding_headers_are_kept() {
+        let (req, _) = complete(
+            b"GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"abc\"\r\nAccept-Encoding: br, gzip\r\n\r\n",
+        );
+        assert_eq!((req.if_none_match, req.accepts_gzip), (Some(&b"\"abc\""[..]), true));
+        for (value, gzip) in [
+            (&b"gzip;q=0"[..], false),
+            (b"gzip; q=0.000", false),
+            (b"deflate, br", false),
+            (b"*", true),
+            (b"x-gzip;q=0.5", true),
+            (b"GZIP", true),
+            (b"identity, *;q=0", false),
+        ] {
+            assert_eq!(admits_gzip(value), gzip, "{:?}", String::from_utf8_lossy(value));
+        }
     }
 
     #[test]

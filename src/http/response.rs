@@ -33,34 +33,54 @@ pub enum Connection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok = 0,
+    NotModified,
     BadRequest,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
     HeadTooLarge,
+    InternalError,
     ServiceUnavailable,
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 9] = [
         Status::Ok,
+        Status::NotModified,
         Status::BadRequest,
         Status::NotFound,
         Status::MethodNotAllowed,
         Status::RequestTimeout,
         Status::HeadTooLarge,
+        Status::InternalError,
         Status::ServiceUnavailable,
     ];
 
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::NotModified => 304,
             Status::BadRequest => 400,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
             Status::HeadTooLarge => 431,
+            Status::InternalError => 500,
             Status::ServiceUnavailable => 503,
+        }
+    }
+
+    fn line(self) -> &'static str {
+        match self {
+            Status::Ok => "200 OK",
+            Status::NotModified => "304 Not Modified",
+            Status::BadRequest => "400 Bad Request",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::RequestTimeout => "408 Request Timeout",
+            Status::HeadTooLarge => "431 Request Header Fields Too Large",
+            Status::InternalError => "500 Internal Server Error",
+            Status::ServiceUnavailable => "503 Service Unavailable",
         }
     }
 }
@@ -131,6 +151,14 @@ pub static NOT_READY: Canned = canned!(
     "no image is ready yet\n",
     "22"
 );
+/// A new rendition was asked for while the render queue is full.
+pub static BUSY: Canned = canned!(
+    Status::ServiceUnavailable,
+    "503 Service Unavailable",
+    "Cache-Control: no-store\r\nRetry-After: 1\r\n",
+    "too many images are being rendered; try again in a moment\n",
+    "58"
+);
 pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
 pub static NOT_FOUND: Canned = canned!(Status::NotFound, "404 Not Found", "", "not found\n", "10");
 pub static METHOD_NOT_ALLOWED: Canned = canned!(
@@ -150,38 +178,99 @@ pub static HEAD_TOO_LARGE: Canned = canned!(
     "32"
 );
 
-/// The head of an image response. `name` is the source file name, escaped for the header.
-pub fn image_head(name: &str, body_len: usize) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nServer: keiko\r\nContent-Type: image/webp\r\nContent-Length: {body_len}\r\n\
-         Cache-Control: no-store\r\nX-Image-Name: {}\r\n",
-        header_safe(name)
-    )
-    .into_bytes()
+/// How a response may be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caching<'a> {
+    /// The random routes: a browser or CDN must never answer the next request with this one.
+    NoStore,
+    /// A named image: `Cache-Control: public, max-age` and a strong ETag (quotes included).
+    Public { etag: &'a str, max_age: u32 },
+}
+
+impl Caching<'_> {
+    fn write(&self, out: &mut String) {
+        let _ = match self {
+            Caching::NoStore => write!(out, "Cache-Control: no-store\r\n"),
+            Caching::Public { etag, max_age } => {
+                write!(out, "Cache-Control: public, max-age={max_age}\r\nETag: {etag}\r\n")
+            }
+        };
+    }
+}
+
+/// `"<32 hex digits>"`: the strong entity tag of a body with this digest.
+pub fn etag(digest: u128) -> String {
+    format!("\"{digest:032x}\"")
+}
+
+/// Whether an `If-None-Match` value matches `etag` (weak comparison, as RFC 9110 says for
+/// If-None-Match: a `W/` prefix is ignored).
+pub fn etag_matches(if_none_match: &[u8], etag: &str) -> bool {
+    if_none_match
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|tag| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag.as_bytes())
+}
+
+/// The head of an image (or image rendition) response. `name` is the source file name, escaped
+/// for the header; `extra` is more header lines, each ending in CRLF.
+pub fn image_head(name: &str, content_type: &str, body_len: usize, caching: Caching, extra: &str) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\nServer: keiko\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n"
+    );
+    caching.write(&mut head);
+    let _ = write!(head, "X-Image-Name: {}\r\n{extra}", header_safe(name));
+    head.into_bytes()
+}
+
+/// A 304 answer to a conditional GET for a body tagged `etag` (RFC 9110 wants the headers a 200
+/// would have sent that describe caching).
+pub fn render_not_modified(out: &mut Vec<u8>, etag: &str, max_age: u32, extra: &str) -> usize {
+    out.clear();
+    let mut head = String::with_capacity(160);
+    let _ = write!(head, "HTTP/1.1 304 Not Modified\r\nServer: keiko\r\n");
+    Caching::Public { etag, max_age }.write(&mut head);
+    head.push_str(extra);
+    out.extend_from_slice(head.as_bytes());
+    out.len()
 }
 
 /// A 200 response rendered on request (`/hits`, `/metrics`): head and body in one buffer, the body
 /// starting at the returned offset. `out` is cleared first so a connection can reuse it.
 pub fn render_ok(out: &mut Vec<u8>, content_type: &str, body: impl FnOnce(&mut Vec<u8>)) -> usize {
+    render(out, Status::Ok, content_type, "", body)
+}
+
+/// A response of any status rendered on request, as [`render_ok`]; `extra` is more header lines.
+pub fn render(
+    out: &mut Vec<u8>,
+    status: Status,
+    content_type: &str,
+    extra: &str,
+    body: impl FnOnce(&mut Vec<u8>),
+) -> usize {
     out.clear();
     body(out);
     let body_len = out.len();
     let mut head = String::with_capacity(128);
     let _ = write!(
         head,
-        "HTTP/1.1 200 OK\r\nServer: keiko\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n\
-         Cache-Control: no-store\r\n"
+        "HTTP/1.1 {}\r\nServer: keiko\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n\
+         Cache-Control: no-store\r\n{extra}",
+        status.line()
     );
     out.splice(0..0, head.bytes());
     head.len()
 }
 
-/// Bytes that may not appear raw in a header value, plus `%` so that escaping can be undone:
-/// controls (CR and LF among them), space, quotes, backslash; everything non-ASCII is escaped too.
-const UNSAFE_IN_HEADER: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%').add(b'\\').add(b'\'');
+/// Bytes that may not appear raw in a header value, plus `%` so that escaping can be undone, and
+/// `?` and `#`, which would end a URL path: controls (CR and LF among them), space, quotes,
+/// backslash; everything non-ASCII is escaped too.
+const UNSAFE_IN_HEADER: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'%').add(b'\\').add(b'\'').add(b'?').add(b'#');
 
 /// `name` as a header value: unchanged when every byte is safe, percent-encoded otherwise. The
-/// result is also a valid `/images/<name>` path segment.
+/// result is also a valid `/images/<name>` path segment (names never hold `/`).
 pub fn header_safe(name: &str) -> Cow<'_, str> {
     percent_encode(name.as_bytes(), UNSAFE_IN_HEADER).into()
 }
@@ -201,6 +290,7 @@ mod tests {
             &HEALTHY,
             &READY,
             &NOT_READY,
+            &BUSY,
             &BAD_REQUEST,
             &NOT_FOUND,
             &METHOD_NOT_ALLOWED,
@@ -231,12 +321,38 @@ mod tests {
 
     #[test]
     fn image_head_names_the_image() {
-        let head = String::from_utf8(image_head("cat.png", 1234)).unwrap();
+        let head =
+            String::from_utf8(image_head("cat.png", "image/webp", 1234, Caching::NoStore, "")).unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert_eq!(header(&head, "Content-Type"), Some("image/webp"));
         assert_eq!(header(&head, "Content-Length"), Some("1234"));
         assert_eq!(header(&head, "Cache-Control"), Some("no-store"));
         assert_eq!(header(&head, "X-Image-Name"), Some("cat.png"));
+    }
+
+    #[test]
+    fn named_heads_carry_an_etag_and_may_be_cached() {
+        let tag = etag(0xab);
+        assert_eq!(tag, "\"000000000000000000000000000000ab\"");
+        let caching = Caching::Public { etag: &tag, max_age: 60 };
+        let head = String::from_utf8(image_head("a.png", "image/webp", 1, caching, "Vary: X\r\n")).unwrap();
+        assert_eq!(header(&head, "Cache-Control"), Some("public, max-age=60"));
+        assert_eq!(header(&head, "ETag"), Some(tag.as_str()));
+        assert!(head.ends_with("\r\nVary: X\r\n"));
+        for (inm, hit) in [
+            (tag.clone(), true),
+            (format!("W/{tag}"), true),
+            (format!("\"x\", {tag}"), true),
+            ("*".to_string(), true),
+            ("\"000000000000000000000000000000ac\"".to_string(), false),
+            (tag.trim_matches('"').to_string(), false),
+        ] {
+            assert_eq!(etag_matches(inm.as_bytes(), &tag), hit, "{inm}");
+        }
+        let mut out = Vec::new();
+        let len = render_not_modified(&mut out, &tag, 60, "");
+        let text = std::str::from_utf8(&out[..len]).unwrap();
+        assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\n") && text.contains("ETag: "), "{text}");
     }
 
     #[test]
@@ -247,7 +363,8 @@ mod tests {
         assert_eq!(header_safe("café.png"), "caf%C3%A9.png");
         assert_eq!(header_safe("100%.png"), "100%25.png");
         assert_eq!(header_safe("back\\slash.png"), "back%5Cslash.png");
-        let head = image_head("a\rb\nc.png", 1);
+        assert_eq!(header_safe("what?#.png"), "what%3F%23.png");
+        let head = image_head("a\rb\nc.png", "image/webp", 1, Caching::NoStore, "");
         assert_eq!(head.iter().filter(|&&b| b == b'\r').count(), 6, "only the line ends may hold CR");
     }
 

@@ -62,12 +62,32 @@ pub enum Outcome {
     Failed { reason: String },
 }
 
-/// A cache file's size and modification time. Copying the cache with its times kept (rsync -a,
-/// cp -a) keeps it; any write to the file changes it.
+/// A cache file's size and modification time, and the digest of its bytes (which ETags are made
+/// of, kept here so that a warm start need not read every file). Copying the cache with its times
+/// kept (rsync -a, cp -a) keeps size and time; any write to the file changes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
     pub size: u64,
     pub mtime_ns: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_digest")]
+    pub digest: Option<u128>,
+}
+
+/// Digests as 32 hex digits: JSON numbers stop at 64 bits.
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(digest: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
+        match digest {
+            Some(d) => s.serialize_str(&format!("{d:032x}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+        let hex = Option::<String>::deserialize(d)?;
+        hex.map(|h| u128::from_str_radix(&h, 16).map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
 impl Written {
@@ -75,7 +95,12 @@ impl Written {
         Written {
             size: meta.size(),
             mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            digest: None,
         }
+    }
+
+    fn same_file(&self, other: &Written) -> bool {
+        (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
     }
 }
 
@@ -148,14 +173,17 @@ impl Cache {
     pub fn get(&self, key: &str, expected: Option<Written>) -> Option<(Body, Written)> {
         let path = self.path(key);
         let file = File::open(&path).ok()?;
-        let written = Written::of(&file.metadata().ok()?);
-        let checked = if expected.is_some_and(|e| e != written) {
+        let mut written = Written::of(&file.metadata().ok()?);
+        let checked = if expected.is_some_and(|e| !e.same_file(&written)) {
             Err(anyhow::anyhow!("it was written to after keiko wrote it"))
         } else {
-            Body::map(file, written.size as usize)
+            Body::map(file, written.size as usize, expected.and_then(|e| e.digest))
         };
         match checked {
-            Ok(body) => Some((body, written)),
+            Ok(body) => {
+                written.digest = Some(body.digest());
+                Some((body, written))
+            }
             Err(e) => {
                 tracing::warn!("discarding cache file {}: {e:#}; it will be encoded again", path.display());
                 let _ = std::fs::remove_file(&path);
@@ -172,8 +200,9 @@ impl Cache {
             match self.write_atomically(&path, webp) {
                 Ok(()) => {
                     let file = File::open(&path).context("cannot reopen the cache file")?;
-                    let written = Written::of(&file.metadata().context("cannot stat the cache file")?);
-                    return Ok((Body::map(file, written.size as usize)?, Some(written)));
+                    let mut written = Written::of(&file.metadata().context("cannot stat the cache file")?);
+                    written.digest = Some(crate::catalog::digest(webp));
+                    return Ok((Body::map(file, written.size as usize, written.digest)?, Some(written)));
                 }
                 Err(e) => self.not_writable(&e),
             }
@@ -322,7 +351,7 @@ mod tests {
                     hash: "ab".into(),
                     format: Format::Png,
                     key: "k".into(),
-                    written: Some(Written { size: 5, mtime_ns: 6 }),
+                    written: Some(Written { size: 5, mtime_ns: 6, digest: Some(7) }),
                 },
             },
             Record {

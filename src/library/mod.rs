@@ -18,8 +18,8 @@
 //! completion is logged once and makes the snapshot ready (`/readyz`).
 
 mod cache;
-mod decode;
-mod encode;
+pub(crate) mod decode;
+pub(crate) mod encode;
 mod pool;
 mod scan;
 
@@ -65,6 +65,8 @@ pub struct Options {
     pub encoders: usize,
     /// Time between full rescans (the fallback where inotify sees nothing); None = never.
     pub rescan: Option<Duration>,
+    /// Seconds caches may keep `/images/<name>` responses (part of each image's pre-built head).
+    pub max_age: u32,
 }
 
 /// The running library thread.
@@ -101,6 +103,7 @@ impl Library {
         let state = State {
             rescan_every: options.rescan,
             settings: options.settings,
+            max_age: options.max_age,
             images,
             cache,
             files: HashMap::new(),
@@ -200,6 +203,7 @@ struct State {
     images: PathBuf,
     cache: Arc<Cache>,
     settings: Settings,
+    max_age: u32,
     rescan_every: Option<Duration>,
     files: HashMap<String, Tracked>,
     /// The manifest's records, by name, until the first scan has used them.
@@ -400,7 +404,7 @@ impl State {
     /// new name's hit identity).
     fn renamed(&mut self, found: Found, old: Tracked) {
         let serving = old.serving.map(|(image, key)| {
-            (Arc::new(Image::new(self.registry.intern(&found.name), image.body.clone())), key)
+            (Arc::new(Image::new(self.registry.intern(&found.name), image.body.clone(), self.max_age)), key)
         });
         self.changed |= serving.is_some();
         self.files
@@ -423,11 +427,15 @@ impl State {
                     .ok()
                     .map(|h| cache::key(&h, &self.settings.for_source(format)));
                 if let Some(key) = wanted.filter(|k| *k == served) {
-                    let unstamped = written.is_none();
+                    let unstamped = written.is_none_or(|w| w.digest.is_none());
                     if let Some((body, written)) = self.cache.get(&key, written) {
                         self.stats.cache_hit();
                         self.unsaved |= unstamped;
-                        let image = Arc::new(Image::new(self.registry.intern(&found.name), Arc::new(body)));
+                        let image = Arc::new(Image::new(
+                            self.registry.intern(&found.name),
+                            Arc::new(body),
+                            self.max_age,
+                        ));
                         tracked.serving = Some((image, key.clone()));
                         tracked.record = Some(Outcome::Encoded { hash, format, key, written: Some(written) });
                         self.changed = true;
@@ -438,7 +446,8 @@ impl State {
                     }
                 } else if let Some((body, _)) = self.cache.get(&served, written) {
                     // Encoded with other settings: serve that until the new encoding is ready.
-                    let image = Arc::new(Image::new(self.registry.intern(&found.name), Arc::new(body)));
+                    let image =
+                        Arc::new(Image::new(self.registry.intern(&found.name), Arc::new(body), self.max_age));
                     tracked.serving = Some((image, served));
                     self.changed = true;
                 }
@@ -469,7 +478,7 @@ impl State {
         match done.result {
             pool::Result::Ready { body, outcome } => {
                 let Outcome::Encoded { key, .. } = &outcome else { unreachable!("ready means encoded") };
-                let image = Arc::new(Image::new(self.registry.intern(&done.name), body));
+                let image = Arc::new(Image::new(self.registry.intern(&done.name), body, self.max_age));
                 tracked.serving = Some((image, key.clone()));
                 tracked.record = Some(outcome);
                 self.changed = true;

@@ -1,13 +1,14 @@
 //! One client connection, from accept to close: read request heads into a fixed 8 KiB buffer,
 //! answer every complete one in order (pipelining), go back to reading.
 //!
-//! This is the hot path. Per request it must never lock, allocate or block: parsing borrows from
-//! the buffer, an answer is a choice of pre-built slices from this loop's catalogue snapshot
-//! loaded into the connection's reusable [`Wire`] (which holds the snapshot, through a
+//! This is the hot path. Per request it must never lock, allocate or block: parsing and routing
+//! borrow from the buffer, an answer is a choice of pre-built slices from this loop's catalogue
+//! snapshot loaded into the connection's reusable [`Wire`] (which holds the snapshot, through a
 //! thread-local `Rc`, until the bytes are sent), a hit is a non-blocking `try_send`, and the
 //! counters belong to this thread alone.
-//! (`/hits` and `/metrics` are rendered on demand into the Wire's reusable buffer; they are
-//! diagnostics, not the hot path.)
+//! (`/hits`, `/metrics`, the JSON list and info and the 400s are rendered on demand into the
+//! Wire's reusable buffer; renditions come from `api`, which may wait for a render thread
+//! without blocking the loop.)
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -17,25 +18,26 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
+use super::api::{self, Step};
 use super::wire::{write_all, Wire};
 use super::worker::Worker;
 use crate::catalog::Catalog;
 use crate::hits;
 use crate::http::request::{self, Method, Parsed, Rejection, Request, MAX_HEAD};
-use crate::http::response::{self, Canned, Connection, Status};
-use crate::http::route::{route, Route};
+use crate::http::response::{self, etag_matches, Canned, Connection, Status};
+use crate::http::route::{route, Pick, Route, Target};
 
 /// After an error response, how long and how much the client may still send before the close.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// What was sent, for the counters and for what happens next.
-struct Answer {
-    route: Route,
-    status: Status,
-    connection: Connection,
+pub struct Answer {
+    pub route: Route,
+    pub status: Status,
+    pub connection: Connection,
     /// The hit identity of the image sent, if it counts a hit.
-    hit: Option<u32>,
+    pub hit: Option<u32>,
 }
 
 pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
@@ -52,7 +54,10 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 Parsed::Complete { request, len } => {
                     used += len;
                     request_since = None;
-                    answer(&w, &request, &mut wire)
+                    match answer(&w, &request, &mut wire) {
+                        Step::Done(answer) => answer,
+                        Step::Wait(render) => api::finish(&w, render, &mut wire).await,
+                    }
                 }
                 Parsed::Rejected(rejection) => reject(&w, rejection, &mut wire),
             };
@@ -93,60 +98,88 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
     }
 }
 
-fn answer(w: &Worker, req: &Request, wire: &mut Wire) -> Answer {
+fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
     let connection = if w.stopping() { Connection::Close } else { req.connection };
     let head_only = req.method == Method::Head;
     #[cfg(debug_assertions)]
     if req.path == b"/debug/panic" {
         panic!("/debug/panic asked for a panic (a test hook of debug builds)");
     }
+    let target = match route(req.path, req.query) {
+        Ok(target) => target,
+        Err(bad) => return Step::Done(api::bad_request(w, Route::Unknown, &bad.0, wire)),
+    };
+    let route = target.route();
     let catalog = w.catalog();
-    let (route, name) = route(req.path);
-    let canned = match (route, req.method) {
-        (Route::Unknown, _) => &response::NOT_FOUND,
+    let canned = match (target, req.method) {
+        (Target::Unknown, _) => &response::NOT_FOUND,
         (_, Method::Other) => &response::METHOD_NOT_ALLOWED,
-        (Route::Random, _) => match catalog.random() {
-            Some(index) => return image(w, route, catalog, index, connection, head_only, wire),
-            None => &response::NOT_READY,
-        },
-        (Route::Image, _) => match catalog.find(name) {
-            Some(index) => return image(w, route, catalog, index, connection, head_only, wire),
-            None => &response::NOT_FOUND,
-        },
-        (Route::Health, _) => &response::HEALTHY,
-        (Route::Ready, _) if catalog.is_ready() => &response::READY,
-        (Route::Ready, _) => &response::NOT_READY,
-        (Route::Hits, _) => {
+        (Target::Image { pick, variant: None }, _) => {
+            let (index, named) = match pick {
+                Pick::Random => (catalog.random(), false),
+                Pick::Seed(seed) => (catalog.seeded(seed), false),
+                Pick::Named(name) => (catalog.find(name), true),
+            };
+            match index {
+                Some(index) => {
+                    return Step::Done(image(w, req, route, catalog, index, named, connection, wire))
+                }
+                None if named => &response::NOT_FOUND,
+                None => &response::NOT_READY,
+            }
+        }
+        (Target::Image { pick, variant: Some(variant) }, _) => {
+            return api::rendition(w, req, &catalog, pick, variant, connection, wire)
+        }
+        (Target::Info(name), _) => {
+            return Step::Done(api::info(w, &catalog, name, connection, head_only, wire))
+        }
+        (Target::List { page, limit }, _) => {
+            return Step::Done(api::list(w, &catalog, page, limit, connection, head_only, wire))
+        }
+        (Target::Health, _) => &response::HEALTHY,
+        (Target::Ready, _) if catalog.is_ready() => &response::READY,
+        (Target::Ready, _) => &response::NOT_READY,
+        (Target::Hits, _) => {
             let body_at = response::render_ok(wire.rendered_mut(), "application/json", |out| {
                 hits::write_json(catalog.images().map(|i| &*i.tally), out)
             });
-            return rendered(w, route, body_at, connection, head_only, wire);
+            return Step::Done(rendered(w, route, body_at, connection, head_only, wire));
         }
-        (Route::Metrics, _) => {
+        (Target::Metrics, _) => {
             let body_at =
                 response::render_ok(wire.rendered_mut(), "text/plain; version=0.0.4; charset=utf-8", |out| {
                     let mut text = String::new();
                     w.shared.metrics.render(&mut text);
                     out.extend_from_slice(text.as_bytes());
                 });
-            return rendered(w, route, body_at, connection, head_only, wire);
+            return Step::Done(rendered(w, route, body_at, connection, head_only, wire));
         }
     };
     let status = load_canned(w, canned, connection, head_only, wire);
-    Answer { route, status, connection, hit: None }
+    Step::Done(Answer { route, status, connection, hit: None })
 }
 
+/// A whole image from the snapshot. By name, it carries its ETag, and a matching
+/// `If-None-Match` gets 304 (no body, no hit).
+#[allow(clippy::too_many_arguments)]
 fn image(
     w: &Worker,
+    req: &Request,
     route: Route,
     catalog: Rc<Catalog>,
     index: usize,
+    named: bool,
     connection: Connection,
-    head_only: bool,
     wire: &mut Wire,
 ) -> Answer {
-    let id = catalog.image(index).tally.id;
-    wire.load_image(catalog, index, w.tails(), connection, head_only);
+    let image = catalog.image(index);
+    if named && req.if_none_match.is_some_and(|v| etag_matches(v, &image.etag)) {
+        return api::not_modified(w, route, &image.etag, "", connection, wire);
+    }
+    let id = image.tally.id;
+    let head_only = req.method == Method::Head;
+    wire.load_image(catalog, index, named, w.tails(), connection, head_only);
     Answer { route, status: Status::Ok, connection, hit: (!head_only).then_some(id) }
 }
 

@@ -8,6 +8,7 @@
 //! pending accept with an error, and the loop, seeing the stop flag, drains its connections and
 //! returns. No accept or read future is ever dropped mid-flight to achieve this.
 
+mod api;
 mod conn;
 mod conns;
 mod wire;
@@ -27,6 +28,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::catalog::Published;
 use crate::hits::{Hit, Recorder};
 use crate::metrics::Metrics;
+use crate::variants::Variants;
 
 /// Pending-connection queue per listener: a spike of thousands of new connections must not
 /// overflow it (monoio's default of 1024 does). The kernel caps it at net.core.somaxconn.
@@ -39,6 +41,8 @@ pub struct Shared {
     /// The library's newest catalogue snapshot, which each loop takes on its tick.
     pub published: &'static Published,
     pub metrics: &'static Metrics,
+    /// Renditions: the shared cache and the render pool.
+    pub variants: &'static Variants,
     pub header_timeout: Duration,
     /// Open connections per event loop; past it, new ones are closed at once.
     pub max_conns: usize,
@@ -49,10 +53,11 @@ impl Shared {
     pub fn new(
         published: &'static Published,
         metrics: &'static Metrics,
+        variants: &'static Variants,
         header_timeout: Duration,
         max_conns: usize,
     ) -> Shared {
-        Shared { published, metrics, header_timeout, max_conns, stopping: AtomicBool::new(false) }
+        Shared { published, metrics, variants, header_timeout, max_conns, stopping: AtomicBool::new(false) }
     }
 }
 

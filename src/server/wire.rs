@@ -5,7 +5,7 @@
 //! the iovec array lives on the heap (its address must not move with the value) and the value
 //! keeps alive everything the iovecs point to: the per-second [`Tails`] and the catalogue snapshot
 //! an image came from through `Rc`s (so a body stays mapped even if the library drops its image
-//! meanwhile), and the bytes of a rendered response in `rendered`. The canned responses are
+//! meanwhile), a rendition through its `Arc`, and the bytes of a rendered response in `rendered`. The canned responses are
 //! `'static`. A connection allocates one `Wire` and reuses it for every response.
 //!
 //! Large bodies in responses that end their connection go out with sendfile: copying them into
@@ -21,6 +21,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
@@ -28,14 +29,17 @@ use monoio::net::TcpStream;
 
 use crate::catalog::Catalog;
 use crate::http::response::{Connection, Tails};
+use crate::variants::Rendered;
 
 pub struct Wire {
     iov: Box<[libc::iovec; 3]>,
     /// First iovec not yet fully written.
     first: usize,
     tails: Option<Rc<Tails>>,
-    /// The snapshot that owns the image head and body the iovecs point to.
+    /// The snapshot that owns the image head and body the iovecs point to ...
     catalog: Option<Rc<Catalog>>,
+    /// ... or the rendition that does.
+    rendition: Option<Arc<Rendered>>,
     rendered: Vec<u8>,
     /// A body still to send with sendfile(2) after the iovecs.
     file: Option<FileBody>,
@@ -55,6 +59,7 @@ impl Wire {
             first: 3,
             tails: None,
             catalog: None,
+            rendition: None,
             rendered: Vec::new(),
             file: None,
         }
@@ -71,17 +76,45 @@ impl Wire {
         *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
         self.tails = Some(tails);
         self.catalog = None;
+        self.rendition = None;
         self.first = 0;
         self.file = None;
     }
 
-    /// Loads image `index` of `catalog`: its head, the tail for `connection`, then its body unless
-    /// `head_only`. A large body in a response that ends the connection goes out with sendfile(2)
-    /// (which leaves the socket non-blocking: fine for its last response).
+    /// Loads a rendition: its gzip or plain representation, with the head for a named or a random
+    /// route, the tail for `connection`, then the body unless `head_only`.
+    pub fn load_rendition(
+        &mut self,
+        rendition: Arc<Rendered>,
+        gzip: bool,
+        named: bool,
+        tails: Rc<Tails>,
+        connection: Connection,
+        head_only: bool,
+    ) {
+        let r = match (&rendition.gzip, gzip) {
+            (Some(gzipped), true) => gzipped,
+            _ => &rendition.plain,
+        };
+        let head = if named { &r.named_head } else { &r.head };
+        let body = if head_only { &[][..] } else { &r.body[..] };
+        *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
+        self.tails = Some(tails);
+        self.catalog = None;
+        self.rendition = Some(rendition);
+        self.first = 0;
+        self.file = None;
+    }
+
+    /// Loads image `index` of `catalog`: its head (for a named or a random route), the tail for
+    /// `connection`, then its body unless `head_only`. A large body in a response that ends the
+    /// connection goes out with sendfile(2) (which leaves the socket non-blocking: fine for its
+    /// last response).
     pub fn load_image(
         &mut self,
         catalog: Rc<Catalog>,
         index: usize,
+        named: bool,
         tails: Rc<Tails>,
         connection: Connection,
         head_only: bool,
@@ -91,8 +124,10 @@ impl Wire {
         let sendfile = body.len() >= SENDFILE_MIN && connection == Connection::Close;
         self.file = sendfile.then(|| FileBody { fd: image.body.fd(), offset: 0, len: body.len() });
         let in_iov = if sendfile { &[][..] } else { body };
-        *self.iov = [iovec(&image.head), iovec(tails.get(connection)), iovec(in_iov)];
+        let head = if named { &image.named_head } else { &image.head };
+        *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(in_iov)];
         self.tails = Some(tails);
+        self.rendition = None;
         self.catalog = Some(catalog);
         self.first = 0;
     }
@@ -116,6 +151,7 @@ impl Wire {
         *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
         self.tails = Some(tails);
         self.catalog = None;
+        self.rendition = None;
         self.first = 0;
         self.file = None;
     }
@@ -145,8 +181,8 @@ fn iovec(bytes: &[u8]) -> libc::iovec {
 }
 
 // SAFETY: the iovecs live in a heap array that does not move when the Wire does, and every slice
-// they describe is either 'static or owned by the Wire (`tails`, `catalog`, `rendered`), which is
-// not touched while the kernel holds it.
+// they describe is either 'static or owned by the Wire (`tails`, `catalog`, `rendition`,
+// `rendered`), which is not touched while the kernel holds it.
 unsafe impl IoVecBuf for Wire {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
         self.iov[self.first.min(2)..].as_ptr()

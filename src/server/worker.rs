@@ -10,11 +10,13 @@
 //! a request, lets the others finish their response, and hands back held hits before returning.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
@@ -27,6 +29,7 @@ use crate::catalog::Catalog;
 use crate::hits::Recorder;
 use crate::http::response::Tails;
 use crate::metrics::ThreadStats;
+use crate::variants::{Key, Rendered};
 
 /// io_uring submission queue size: room for a burst of accepts, reads and writes per loop turn.
 const URING_ENTRIES: u32 = 4096;
@@ -48,6 +51,10 @@ pub struct Worker {
     catalog: RefCell<Rc<Catalog>>,
     generation: Cell<u64>,
     tails: RefCell<Rc<Tails>>,
+    /// Renditions this loop served since its last tick, so that a popular one is found without
+    /// touching the shared cache's lock. Cleared on every tick, so it never keeps alive for long
+    /// what the shared cache has let go.
+    memo: RefCell<HashMap<Key, Arc<Rendered>>>,
     /// Milliseconds since the thread started, as of the last tick.
     clock: Cell<u64>,
     stopping: Cell<bool>,
@@ -69,6 +76,14 @@ impl Worker {
             *self.catalog.borrow_mut() = Rc::new(catalog);
             self.generation.set(generation);
         }
+    }
+
+    pub fn memo(&self, key: &Key) -> Option<Arc<Rendered>> {
+        self.memo.borrow().get(key).cloned()
+    }
+
+    pub fn remember(&self, key: Key, rendered: Arc<Rendered>) {
+        self.memo.borrow_mut().insert(key, rendered);
     }
 
     /// This second's Date and Connection header lines.
@@ -104,6 +119,7 @@ pub fn run(
         catalog: RefCell::new(Rc::default()),
         generation: Cell::new(u64::MAX),
         tails: RefCell::new(Rc::new(Tails::at(SystemTime::now()))),
+        memo: RefCell::new(HashMap::new()),
         clock: Cell::new(0),
         stopping: Cell::new(false),
     });
@@ -208,6 +224,7 @@ async fn tick(w: Rc<Worker>) {
     while !w.stopping.get() {
         monoio::time::sleep(every).await;
         w.refresh_catalog();
+        w.memo.borrow_mut().clear();
         w.clock.set(started.elapsed().as_millis() as u64);
         let now = SystemTime::now();
         if unix_second(now) != second {

@@ -1,0 +1,352 @@
+//! Renditions of images (sizes, effects, ASCII art), made once off the event loops and then
+//! served like any pre-built image.
+//!
+//! A rendition is asked for by [`Key`]: the source body's digest, the image's hit identity (its
+//! name is in the response head) and the [`Variant`]. The loops look in three places, cheapest
+//! first: their own memo (see `server`), the shared in-memory cache (quick_cache, bounded in
+//! bytes), and otherwise a [`Flight`]: a render queued for a bounded pool of threads. Requests for
+//! a rendition already in flight wait for that one render (single flight); when the queue is full
+//! the answer is "busy" (503), so a flood of new URLs costs neither unbounded memory nor a stalled
+//! loop. A render thread first looks on disk (see [`disk`]) and renders only what is not there.
+//! Waiting loops are woken across threads through monoio's `sync` support.
+
+mod disk;
+mod render;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use event_listener::Event;
+use flate2::write::GzEncoder;
+
+use crate::catalog::{digest, Image};
+use crate::http::response::{etag, image_head, Caching};
+use crate::http::route::{Form, Variant};
+use crate::library::encode::Settings;
+use crate::metrics::VariantStats;
+use disk::Disk;
+use render::Output;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where renditions are kept on disk; None = memory only.
+    pub dir: Option<PathBuf>,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub renderers: usize,
+    /// Renders that may wait for a thread.
+    pub queue: usize,
+    pub settings: Settings,
+    pub max_pixels: u64,
+    /// Seconds caches may keep `/images/<name>/…` responses.
+    pub max_age: u32,
+}
+
+/// What identifies a rendition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The digest of the source image's body.
+    pub source: u128,
+    /// The source image's hit identity (two names may share a body, not a head).
+    pub image: u32,
+    pub variant: Variant,
+}
+
+/// A finished rendition, with the heads of its responses built.
+pub struct Rendered {
+    pub plain: Representation,
+    /// ASCII art also comes gzip-compressed (compressed once, here).
+    pub gzip: Option<Representation>,
+}
+
+/// One representation's body and the heads that go with it (without Date/Connection).
+pub struct Representation {
+    /// For the random and seed routes (`no-store`) ...
+    pub head: Box<[u8]>,
+    /// ... and for `/images/<name>/…` (ETag, `public, max-age`).
+    pub named_head: Box<[u8]>,
+    pub etag: Box<str>,
+    pub body: Box<[u8]>,
+}
+
+impl Rendered {
+    fn weight(&self) -> u64 {
+        let rep = |r: &Representation| (r.body.len() + r.head.len() + r.named_head.len() + 64) as u64;
+        rep(&self.plain) + self.gzip.as_ref().map_or(0, rep)
+    }
+}
+
+/// A render on its way: every request for the same rendition waits on the same one.
+pub struct Flight {
+    done: Event,
+    result: OnceLock<Result<Arc<Rendered>, String>>,
+}
+
+impl Flight {
+    /// The rendition, or why it could not be made.
+    pub async fn wait(&self) -> Result<Arc<Rendered>, String> {
+        loop {
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            let listener = self.done.listen();
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            listener.await;
+        }
+    }
+}
+
+/// The render queue is full.
+pub struct Busy;
+
+struct Job {
+    key: Key,
+    image: Arc<Image>,
+    flight: Arc<Flight>,
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl quick_cache::Weighter<Key, Arc<Rendered>> for Weigh {
+    fn weight(&self, _: &Key, rendered: &Arc<Rendered>) -> u64 {
+        rendered.weight()
+    }
+}
+
+pub struct Variants {
+    memory: quick_cache::sync::Cache<Key, Arc<Rendered>, Weigh>,
+    flights: Mutex<HashMap<Key, Arc<Flight>>>,
+    jobs: Sender<Job>,
+    disk: Option<Disk>,
+    options: Options,
+    stats: &'static VariantStats,
+}
+
+impl Variants {
+    /// Starts the render threads (they live as long as the process).
+    pub fn start(options: Options, stats: &'static VariantStats) -> anyhow::Result<&'static Variants> {
+        let (jobs, queue) = crossbeam_channel::bounded(options.queue);
+        let disk = options.dir.as_deref().and_then(|dir| Disk::open(dir, options.disk_bytes));
+        let memory = quick_cache::sync::Cache::with_weighter(1024, options.memory_bytes, Weigh);
+        let variants: &'static Variants = Box::leak(Box::new(Variants {
+            memory,
+            flights: Mutex::new(HashMap::new()),
+            jobs,
+            disk,
+            options,
+            stats,
+        }));
+        for n in 0..variants.options.renderers.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("keiko-render-{n}"))
+                .spawn(move || variants.render_jobs(&queue))?;
+        }
+        Ok(variants)
+    }
+
+    pub fn max_pixels(&self) -> u64 {
+        self.options.max_pixels
+    }
+
+    pub fn max_age(&self) -> u32 {
+        self.options.max_age
+    }
+
+    /// The rendition if it is in memory.
+    pub fn cached(&self, key: &Key) -> Option<Arc<Rendered>> {
+        let found = self.memory.get(key);
+        self.stats.looked_up(found.is_some());
+        found
+    }
+
+    /// The render of `key` from `image`: one already in flight, or a new one if the queue has room.
+    pub fn request(&self, key: Key, image: Arc<Image>) -> Result<Arc<Flight>, Busy> {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = flights.get(&key) {
+            return Ok(flight.clone());
+        }
+        // Rendered between the caller's look and this lock.
+        if let Some(rendered) = self.memory.get(&key) {
+            let flight = Flight { done: Event::new(), result: OnceLock::from(Ok(rendered)) };
+            return Ok(Arc::new(flight));
+        }
+        let flight = Arc::new(Flight { done: Event::new(), result: OnceLock::new() });
+        match self.jobs.try_send(Job { key, image, flight: flight.clone() }) {
+            Ok(()) => {
+                flights.insert(key, flight.clone());
+                self.stats.set_queued(self.jobs.len());
+                Ok(flight)
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.rejected();
+                Err(Busy)
+            }
+        }
+    }
+
+    fn render_jobs(&self, queue: &Receiver<Job>) {
+        for job in queue {
+            self.stats.set_queued(queue.len());
+            // A bug in a decoder or filter must fail this one request, not leave its waiters
+            // hanging and the pool a thread short.
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.make(&job)));
+            let result = made.unwrap_or_else(|_| Err("the renderer panicked".to_string())).map(Arc::new);
+            match &result {
+                Ok(rendered) => {
+                    self.memory.insert(job.key, rendered.clone());
+                    self.stats.set_memory_bytes(self.memory.weight());
+                }
+                Err(e) => tracing::warn!("cannot render {:?} of {}: {e}", job.key.variant, job.image.name()),
+            }
+            let _ = job.flight.result.set(result);
+            self.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.key);
+            job.flight.done.notify(usize::MAX);
+            if queue.is_empty() {
+                // SAFETY: only releases free memory of the calling thread's heap.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
+        }
+    }
+
+    /// The rendition from disk, or rendered (and then stored on disk).
+    fn make(&self, job: &Job) -> Result<Rendered, String> {
+        #[cfg(debug_assertions)]
+        if let Some(ms) = std::env::var("KEIKO_DEBUG_RENDER_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+            // A test hook of debug builds: slow renders make the queue fill up.
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        let settings = self.options.settings;
+        let file = file_name(&job.key, settings);
+        let text = matches!(job.key.variant.form, Form::Ascii(_));
+        let from_disk =
+            self.disk.as_ref().and_then(|d| d.get(&file, |b| if text { !b.is_empty() } else { is_webp(b) }));
+        let output = match from_disk {
+            Some(bytes) => {
+                self.stats.from_disk();
+                if text {
+                    Output::Text(bytes)
+                } else {
+                    Output::Webp(bytes)
+                }
+            }
+            None => {
+                let started = Instant::now();
+                let output = render::render(
+                    job.image.body.bytes(),
+                    &job.key.variant,
+                    settings,
+                    self.options.max_pixels,
+                )
+                .map_err(|e| format!("{e:#}"))?;
+                self.stats.rendered(started.elapsed());
+                if let Some(disk) = &self.disk {
+                    let (Output::Webp(bytes) | Output::Text(bytes)) = &output;
+                    disk.put(&file, bytes);
+                    self.stats.set_disk_bytes(disk.used());
+                }
+                output
+            }
+        };
+        Ok(self.represent(&job.image, output))
+    }
+
+    fn represent(&self, image: &Image, output: Output) -> Rendered {
+        let max_age = self.options.max_age;
+        let representation = |content_type: &str, extra: &str, body: Vec<u8>| {
+            let etag = etag(digest(&body));
+            let head = image_head(image.name(), content_type, body.len(), Caching::NoStore, extra);
+            let named = Caching::Public { etag: &etag, max_age };
+            let named_head = image_head(image.name(), content_type, body.len(), named, extra);
+            Representation {
+                head: head.into(),
+                named_head: named_head.into(),
+                etag: etag.into(),
+                body: body.into(),
+            }
+        };
+        match output {
+            Output::Webp(bytes) => Rendered { plain: representation("image/webp", "", bytes), gzip: None },
+            Output::Text(text) => {
+                let gzipped = gzip(&text);
+                let vary = "Vary: Accept-Encoding\r\n";
+                Rendered {
+                    plain: representation("text/plain; charset=utf-8", vary, text),
+                    gzip: Some(representation(
+                        "text/plain; charset=utf-8",
+                        "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n",
+                        gzipped,
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// A rendition's file name on disk: its key's hash (with the encoder settings, which change its
+/// bytes), and an extension that says what it is.
+fn file_name(key: &Key, settings: Settings) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&key.source.to_le_bytes());
+    hasher.update(format!("{:?};{:?}", key.variant, settings).as_bytes());
+    let ext = match key.variant.form {
+        Form::Webp(_) => "webp",
+        Form::Ascii(_) => "txt",
+    };
+    format!("{}.{ext}", &hasher.finalize().to_hex()[..32])
+}
+
+/// A whole WebP file: RIFF size matching the length.
+fn is_webp(bytes: &[u8]) -> bool {
+    bytes.len() >= 20
+        && &bytes[..4] == b"RIFF"
+        && &bytes[8..12] == b"WEBP"
+        && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 == bytes.len()
+}
+
+/// gzip with a zero timestamp, so the same text always compresses to the same bytes (and ETag).
+fn gzip(text: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(text.len() / 3), flate2::Compression::default());
+    encoder.write_all(text).expect("writing to a Vec cannot fail");
+    encoder.finish().expect("writing to a Vec cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn gzip_is_deterministic_and_decodes_to_the_text() {
+        let text = b"@@##**\n..  ::\n".repeat(50);
+        assert_eq!(gzip(&text), gzip(&text));
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gzip(&text)[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn file_names_differ_by_every_part_of_the_key() {
+        let settings = Settings { mode: crate::library::WebpMode::Lossless, max_side: 0 };
+        let key = Key {
+            source: 1,
+            image: 1,
+            variant: Variant { form: Form::Webp(Some((3, 4))), grayscale: false, blur: 0 },
+        };
+        let base = file_name(&key, settings);
+        assert_eq!(base, file_name(&Key { image: 2, ..key }, settings), "names sharing a body share files");
+        assert_ne!(base, file_name(&Key { source: 2, ..key }, settings));
+        let gray = Variant { grayscale: true, ..key.variant };
+        assert_ne!(base, file_name(&Key { variant: gray, ..key }, settings));
+        let lossy = Settings { mode: crate::library::WebpMode::Lossy(75), max_side: 0 };
+        assert_ne!(base, file_name(&key, lossy));
+        assert!(base.ends_with(".webp"));
+    }
+}

@@ -1,0 +1,204 @@
+//! Turning one served WebP body into a rendition: scaled and centre-cropped to a size, blurred,
+//! grayscale, re-encoded as WebP; or drawn as ASCII art.
+//!
+//! The source is the catalogue's own encoding, not the original file: it is in memory (mapped),
+//! it is exactly what the ETag of the image describes, and it cannot change or vanish under a
+//! render the way a file in the image directory can. Scaling uses fast_image_resize (SIMD,
+//! Lanczos3, centre crop to the target's aspect), blurring the image crate's fast Gaussian blur.
+
+use anyhow::{anyhow, Context};
+use fast_image_resize::images::{Image as ResizeImage, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::imageops::fast_blur;
+use image::{ImageBuffer, Rgb, Rgba};
+
+use crate::http::route::{Form, Variant};
+use crate::library::decode::{decode, Format, Pixels};
+use crate::library::encode::{encode, Settings};
+
+/// Characters from darkest to lightest: dense glyphs stand for dark pixels on a light page.
+const RAMP: &[u8] = b"@%#*+=-:. ";
+/// A character cell is about twice as tall as it is wide.
+const CELL_ASPECT: f64 = 2.0;
+
+pub enum Output {
+    Webp(Vec<u8>),
+    Text(Vec<u8>),
+}
+
+/// Renders `variant` of `webp` (a body from the catalogue).
+pub fn render(webp: &[u8], variant: &Variant, settings: Settings, max_pixels: u64) -> anyhow::Result<Output> {
+    let format = Format::sniff(webp).context("the encoded image is not WebP")?;
+    let pixels = decode(webp, format, max_pixels)?;
+    match variant.form {
+        Form::Webp(size) => {
+            let mut pixels = match size {
+                Some((w, h)) => resize(&pixels, u32::from(w), u32::from(h))?,
+                None => pixels,
+            };
+            if variant.blur > 0 {
+                pixels = blur(pixels, variant.blur)?;
+            }
+            if variant.grayscale {
+                grayscale(&mut pixels);
+            }
+            Ok(Output::Webp(encode(&pixels, settings.for_source(format))?))
+        }
+        Form::Ascii(columns) => {
+            let pixels = if variant.blur > 0 { blur(pixels, variant.blur)? } else { pixels };
+            Ok(Output::Text(ascii(&pixels, columns)?))
+        }
+    }
+}
+
+/// `pixels` scaled to cover `width` x `height` and cropped to it around the centre.
+fn resize(pixels: &Pixels, width: u32, height: u32) -> anyhow::Result<Pixels> {
+    let pixel_type = if pixels.alpha { PixelType::U8x4 } else { PixelType::U8x3 };
+    let source = ImageRef::new(pixels.width, pixels.height, &pixels.data, pixel_type)
+        .map_err(|e| anyhow!("cannot resize: {e}"))?;
+    let mut target = ResizeImage::new(width, height, pixel_type);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .fit_into_destination(Some((0.5, 0.5)));
+    Resizer::new().resize(&source, &mut target, &options).map_err(|e| anyhow!("cannot resize: {e}"))?;
+    Ok(Pixels { width, height, alpha: pixels.alpha, data: target.into_vec() })
+}
+
+/// Gaussian blur with sigma `amount` (1-10, as Lorem Picsum's `?blur`), approximated by three box
+/// blurs (image's `fast_blur`, which extends the edges rather than darkening them).
+fn blur(pixels: Pixels, amount: u8) -> anyhow::Result<Pixels> {
+    let (width, height, sigma) = (pixels.width, pixels.height, f32::from(amount));
+    let data = if pixels.alpha {
+        let image =
+            ImageBuffer::<Rgba<u8>, _>::from_raw(width, height, pixels.data).context("cannot blur")?;
+        fast_blur(&image, sigma).into_raw()
+    } else {
+        let image = ImageBuffer::<Rgb<u8>, _>::from_raw(width, height, pixels.data).context("cannot blur")?;
+        fast_blur(&image, sigma).into_raw()
+    };
+    Ok(Pixels { width, height, alpha: pixels.alpha, data })
+}
+
+/// Sets R = G = B to the pixel's luma (Rec. 709 weights), leaving alpha alone.
+fn grayscale(pixels: &mut Pixels) {
+    let step = if pixels.alpha { 4 } else { 3 };
+    for px in pixels.data.chunks_exact_mut(step) {
+        let y = luma(px[0], px[1], px[2]);
+        px[..3].fill(y);
+    }
+}
+
+fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((2126 * u32::from(r) + 7152 * u32::from(g) + 722 * u32::from(b) + 5000) / 10_000) as u8
+}
+
+/// The image as `columns` characters per line, lines as many as keep its aspect in character
+/// cells; transparent pixels count as the light page behind them.
+fn ascii(pixels: &Pixels, columns: u16) -> anyhow::Result<Vec<u8>> {
+    let columns = u32::from(columns);
+    let rows = ((f64::from(columns) * f64::from(pixels.height) / f64::from(pixels.width) / CELL_ASPECT)
+        .round() as u32)
+        .max(1);
+    let pixel_type = if pixels.alpha { PixelType::U8x4 } else { PixelType::U8x3 };
+    let source = ImageRef::new(pixels.width, pixels.height, &pixels.data, pixel_type)
+        .map_err(|e| anyhow!("cannot resize: {e}"))?;
+    let mut grid = ResizeImage::new(columns, rows, pixel_type);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
+    Resizer::new().resize(&source, &mut grid, &options).map_err(|e| anyhow!("cannot resize: {e}"))?;
+    let step = if pixels.alpha { 4 } else { 3 };
+    let mut text = Vec::with_capacity(((columns + 1) * rows) as usize);
+    for row in grid.buffer().chunks_exact(columns as usize * step) {
+        for px in row.chunks_exact(step) {
+            let mut y = u32::from(luma(px[0], px[1], px[2]));
+            if step == 4 {
+                let a = u32::from(px[3]);
+                y = (y * a + 255 * (255 - a)) / 255;
+            }
+            text.push(RAMP[y as usize * RAMP.len() / 256]);
+        }
+        text.push(b'\n');
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::encode::{Encoding, WebpMode};
+
+    const LOSSLESS: Settings = Settings { mode: WebpMode::Lossless, max_side: 0 };
+
+    /// A lossless WebP of `width` x `height`: a red-green gradient, blue 40.
+    fn gradient(width: u32, height: u32) -> Vec<u8> {
+        let data = (0..height)
+            .flat_map(|y| {
+                (0..width).flat_map(move |x| [(x * 255 / width) as u8, (y * 255 / height) as u8, 40])
+            })
+            .collect();
+        encode(&Pixels { width, height, alpha: false, data }, Encoding { quality: None, max_side: 0 })
+            .unwrap()
+    }
+
+    fn decoded(output: Output) -> webp::WebPImage {
+        let Output::Webp(bytes) = output else { panic!("expected WebP") };
+        webp::Decoder::new(&bytes).decode().unwrap()
+    }
+
+    fn variant(form: Form, grayscale: bool, blur: u8) -> Variant {
+        Variant { form, grayscale, blur }
+    }
+
+    #[test]
+    fn sizes_are_exact_whatever_the_aspect() {
+        let source = gradient(64, 32);
+        for (w, h) in [(16, 16), (10, 40), (64, 32), (200, 3), (1, 1)] {
+            let out = decoded(
+                render(&source, &variant(Form::Webp(Some((w, h))), false, 0), LOSSLESS, 1 << 30).unwrap(),
+            );
+            assert_eq!((out.width(), out.height()), (u32::from(w), u32::from(h)), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn grayscale_makes_every_channel_equal_and_blur_smooths() {
+        let source = gradient(48, 48);
+        let gray = decoded(render(&source, &variant(Form::Webp(None), true, 0), LOSSLESS, 1 << 30).unwrap());
+        assert!(gray.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        let plain =
+            decoded(render(&source, &variant(Form::Webp(None), false, 0), LOSSLESS, 1 << 30).unwrap());
+        let blurred =
+            decoded(render(&source, &variant(Form::Webp(None), false, 5), LOSSLESS, 1 << 30).unwrap());
+        assert_ne!(&*plain, &*blurred);
+    }
+
+    #[test]
+    fn blur_keeps_a_flat_image_flat_at_any_size() {
+        for (w, h) in [(1, 1), (2, 7), (7, 2), (8, 9), (13, 33), (39, 8)] {
+            for sigma in [1, 5, 10] {
+                let flat =
+                    Pixels { width: w, height: h, alpha: false, data: vec![100; (w * h * 3) as usize] };
+                let out = blur(flat, sigma).unwrap();
+                assert!(out.data.iter().all(|&v| v == 100), "{w}x{h} sigma {sigma}: edges must not darken");
+            }
+        }
+    }
+
+    #[test]
+    fn ascii_art_keeps_the_width_and_the_aspect() {
+        let source = gradient(100, 50);
+        let Output::Text(text) =
+            render(&source, &variant(Form::Ascii(40), false, 0), LOSSLESS, 1 << 30).unwrap()
+        else {
+            panic!("expected text")
+        };
+        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 10, "40 columns of a 2:1 image in 2:1 cells");
+        assert!(lines.iter().all(|l| l.len() == 40 && l.iter().all(|c| RAMP.contains(c))));
+        assert_ne!(lines[0][0], lines[9][39], "dark and light corners differ");
+    }
+
+    #[test]
+    fn a_body_that_is_not_webp_is_an_error() {
+        assert!(render(b"not webp", &variant(Form::Webp(None), false, 0), LOSSLESS, 1 << 30).is_err());
+    }
+}
