@@ -239,13 +239,8 @@ impl Variants {
             }
             None => {
                 let started = Instant::now();
-                let output = render::render(
-                    job.image.body.bytes(),
-                    &job.key.variant,
-                    settings,
-                    self.options.max_pixels,
-                )
-                .map_err(|e| format!("{e:#}"))?;
+                let output = render::render(job.image.body.bytes(), &job.key.variant, settings)
+                    .map_err(|e| format!("{e:#}"))?;
                 self.stats.rendered(started.elapsed());
                 if let Some(disk) = &self.disk {
                     let (Output::Webp(bytes) | Output::Text(bytes)) = &output;
