@@ -8,7 +8,10 @@
 //!
 //! - `parse` and `route` never panic;
 //! - a `Complete` head's `len` is in `1..=` the bytes available (0 would loop forever, more would
-//!   overrun the buffer), and its path lies inside that head and contains no `?`;
+//!   overrun the buffer), and its path and query lie inside that head, the path without a `?`;
+//! - every parameter `route` accepts is within its documented range (sizes 1..=5000, blur 0..=10,
+//!   ASCII widths, page and limit, seed and name lengths), names and seeds are one path segment,
+//!   and a refusal's message (echoed in the 400 body) is short and free of control characters;
 //! - the buffer never exceeds `MAX_HEAD`, and a full buffer never parses as `Partial`: conn.rs
 //!   would then read into zero bytes of room and drop the connection without an answer;
 //! - the loop ends: every round consumes input, and with the checks above that is enough;
@@ -20,7 +23,7 @@
 
 use keiko::http::request::{parse, Method, Parsed, Rejection, MAX_HEAD};
 use keiko::http::response::Connection;
-use keiko::http::route::{route, Route};
+use keiko::http::route::{route, Form, Pick, Route, Target, ASCII_WIDTHS, MAX_LIMIT, MAX_SEED, MAX_SIDE};
 use libfuzzer_sys::fuzz_target;
 
 /// What the connection did, with positions as offsets into the client's byte stream.
@@ -32,7 +35,8 @@ enum Event {
         method: Method,
         path: (usize, usize),
         connection: Connection,
-        route: Route,
+        /// The route, or None when a parameter was refused.
+        route: Option<Route>,
     },
     Rejected {
         at: usize,
@@ -53,6 +57,55 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// The offset of `part` in `head`, which must contain it (an empty part may be a static "/").
+fn inside(head: &[u8], part: &[u8]) -> usize {
+    let offset = (part.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+    assert!(
+        part == b"/" || part.is_empty() || (offset <= head.len() && part.len() <= head.len() - offset),
+        "{part:?} outside the head"
+    );
+    offset.min(head.len())
+}
+
+/// Routes `path` and `query` and checks every accepted parameter against its limits.
+fn check_route(path: &[u8], query: &[u8]) -> Option<Route> {
+    let target = match route(path, query) {
+        Ok(target) => target,
+        Err(bad) => {
+            assert!(!bad.0.is_empty() && bad.0.len() < 200, "message {:?}", bad.0);
+            assert!(!bad.0.chars().any(char::is_control), "control character in {:?}", bad.0);
+            return None;
+        }
+    };
+    let segment = |bytes: &[u8]| assert!(!bytes.is_empty() && !bytes.contains(&b'/'), "segment {bytes:?}");
+    match target {
+        Target::Image { pick, variant } => {
+            match pick {
+                Pick::Named(name) => segment(name),
+                Pick::Seed(seed) => {
+                    segment(seed);
+                    assert!(seed.len() <= MAX_SEED);
+                }
+                Pick::Random => {}
+            }
+            if let Some(v) = variant {
+                assert!(v.blur <= 10);
+                match v.form {
+                    Form::Webp(Some((w, h))) => {
+                        assert!((1..=MAX_SIDE).contains(&u32::from(w)) && (1..=MAX_SIDE).contains(&u32::from(h)))
+                    }
+                    Form::Webp(None) => assert!(v.blur > 0 || v.grayscale, "a variant without a change"),
+                    Form::Ascii(width) => assert!(ASCII_WIDTHS.contains(&width)),
+                }
+            }
+        }
+        Target::Info(name) => segment(name),
+        Target::List { page, limit } => assert!(page >= 1 && (1..=MAX_LIMIT).contains(&limit)),
+        _ => {}
+    }
+    Some(target.route())
+}
+
 /// conn.rs's read-parse loop over `stream`, with read sizes taken from `reads`.
 fn serve(stream: &[u8], reads: &[u8]) -> Vec<Event> {
     let mut events = Vec::new();
@@ -71,15 +124,11 @@ fn serve(stream: &[u8], reads: &[u8]) -> Vec<Event> {
                 Parsed::Complete { request, len } => {
                     assert!(len > 0 && len <= buf.len() - used, "len {len} of {} bytes", buf.len() - used);
                     let head = &buf[used..used + len];
-                    let path = request.path;
-                    let offset = (path.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
-                    assert!(offset <= len && path.len() <= len - offset, "path outside the head");
+                    let (path, query) = (request.path, request.query);
+                    let offset = inside(head, path);
+                    inside(head, query);
                     assert!(!path.contains(&b'?'), "query left in path {path:?}");
-                    let (route, name) = route(path);
-                    match route {
-                        Route::Image => assert!(path.strip_prefix(b"/images/") == Some(name)),
-                        _ => assert!(name.is_empty()),
-                    }
+                    let route = check_route(path, query);
                     let (method, connection) = (request.method, request.connection);
                     let path = (at + offset, path.len());
                     events.push(Event::Request { at, len, method, path, connection, route });
