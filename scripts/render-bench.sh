@@ -17,6 +17,9 @@
 #    keiko process's CPU time over the requests wrk completed. Paths: /images/<name>, the rendition
 #    /images/<name>/<its own width>/<its own height> (nearly the same bytes) and /images/<name>/300/200.
 # 3. Bytes per response of each size against the whole image, averaged over the images.
+# 4. How a render's cost grows with its output: CPU ms per rendition (keiko pinned to CPU 1, one
+#    render thread, 5 distinct images per size, one at a time) for squares from 100 to 5000 px,
+#    with blur and grayscale at 1000 px, and ASCII art 80 and 400 characters wide.
 #
 # Installs libvips-tools, wrk and curl with apt-get when missing; builds target/release/keiko when
 # it is missing or older than the sources (KEIKO_BIN=path uses that binary as it is). Every process
@@ -175,6 +178,24 @@ for mode in keepalive close; do
     row "$(awk -v r="$reqs" -v d="$DURATION" -v c=$((after - before)) -v t="$TICK" -v p="$p" -v m="$mode" -v b="$bytes" \
       'BEGIN {printf "| %s | %s | %d | %.0f | %.2f |", p, m, b, r/d, c*1e6/t/r}')"
   done
+done
+stop_keiko
+
+# --- 4. cost by output size ---------------------------------------------------------------------------
+start_keiko 1
+row ""
+row "| rendition | CPU ms/rendition | bytes |"
+row "|---|---:|---:|"
+for spec in 100/100 500/500 1000/1000 2000/2000 5000/5000 "1000/1000?blur=5" "1000/1000?grayscale" "ascii?width=80" "ascii?width=400"; do
+  [ "$N" -ge 5 ] || die "part 4 needs 5 images"
+  before=$(cpu_ticks "$PID")
+  for n in "${NAMES[@]:0:5}"; do
+    code=$(timeout 120 curl -s -o "$TMP/out" -w '%{http_code}' "http://127.0.0.1:$PORT/images/$n/$spec")
+    [ "$code" = 200 ] || die "/images/$n/$spec answered $code"
+  done
+  after=$(cpu_ticks "$PID")
+  row "$(awk -v c=$((after - before)) -v t="$TICK" -v s="/images/<name>/$spec" -v b="$(stat -c %s "$TMP/out")" \
+    'BEGIN {printf "| `%s` | %.1f | %d |", s, c*1000/t/5, b}')"
 done
 stop_keiko
 if [ -n "$OUT" ]; then printf '%s\n' "${report[@]}" > "$OUT"; log "table written to $OUT"; fi

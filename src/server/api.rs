@@ -63,7 +63,7 @@ pub fn rendition<'b>(
                 "size: {width}x{height} is {pixels} pixels, over this server's limit of {} (KEIKO_MAX_PIXELS)",
                 variants.max_pixels()
             );
-            return Step::Done(bad_request(w, route, &why, wire));
+            return Step::Done(bad_request(w, route, &why, connection, wire));
         }
     }
     let (index, named) = match pick {
@@ -154,16 +154,16 @@ pub fn not_modified(
     Answer { route, status: Status::NotModified, connection, hit: None }
 }
 
-/// 400 with a body that says which parameter was wrong and why; the connection stays open (the
-/// request was well-formed HTTP).
-pub fn bad_request(w: &Worker, route: Route, why: &str, wire: &mut Wire) -> Answer {
+/// 400 with a body that says which parameter was wrong and why; the connection stays as the client
+/// asked (the request was well-formed HTTP).
+pub fn bad_request(w: &Worker, route: Route, why: &str, connection: Connection, wire: &mut Wire) -> Answer {
     let body_at =
         response::render(wire.rendered_mut(), Status::BadRequest, "text/plain; charset=utf-8", "", |out| {
             out.extend_from_slice(why.as_bytes());
             out.push(b'\n');
         });
-    wire.load_rendered(body_at, w.tails(), Connection::KeepAlive, false);
-    Answer { route, status: Status::BadRequest, connection: Connection::KeepAlive, hit: None }
+    wire.load_rendered(body_at, w.tails(), connection, false);
+    Answer { route, status: Status::BadRequest, connection, hit: None }
 }
 
 fn canned_answer(

@@ -107,7 +107,7 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
     }
     let target = match route(req.path, req.query) {
         Ok(target) => target,
-        Err(bad) => return Step::Done(api::bad_request(w, Route::Unknown, &bad.0, wire)),
+        Err(bad) => return Step::Done(api::bad_request(w, Route::Unknown, &bad.0, connection, wire)),
     };
     let route = target.route();
     let catalog = w.catalog();
