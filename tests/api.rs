@@ -310,3 +310,19 @@ fn a_full_render_queue_answers_503_with_retry_after() {
     assert!(keiko.metric("keiko_render_rejected_total") >= 1.0);
     assert_eq!(keiko.get("/images/photo.jpg").status, 200, "whole images are served meanwhile");
 }
+
+#[test]
+fn renditions_in_memory_stay_within_their_budget() {
+    let options = Options::default().env("KEIKO_VARIANT_MEMORY_MB", "1").env("KEIKO_VARIANT_DISK_MB", "0");
+    let (_images, _tmp, keiko) = common::start_standard(options);
+    let mut served = 0;
+    for side in 600..622 {
+        let r = keiko.get(&format!("/images/photo.jpg/{side}/{side}"));
+        assert_eq!(r.status, 200, "{side}");
+        served += r.body.len();
+    }
+    let held = keiko.metric("keiko_variant_memory_bytes");
+    assert!(served > 2 << 20, "the test must serve more than the budget: {served}");
+    assert!(held > 0.0 && held <= f64::from(1 << 20), "{held} bytes held after serving {served}");
+    assert_eq!(keiko.metric("keiko_render_duration_seconds_count"), 22.0);
+}
