@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
+use crate::admin::Token;
 use crate::library::{self, Limits, Settings, WebpMode};
 use crate::variants;
 
@@ -113,6 +114,17 @@ pub struct Config {
     /// Disk for rendered images (in <cache dir>/variants), in MiB; 0 = keep them in memory only
     #[arg(long, env = "KEIKO_VARIANT_DISK_MB", default_value_t = 2048)]
     pub variant_disk_mb: u64,
+
+    /// Bearer token that enables the write routes (DELETE /images/<name>); without it (or
+    /// --admin-token-file) they do not exist. Never logged
+    // A String, checked in `admin_token`: clap would quote a refused value in its error.
+    #[arg(long, env = "KEIKO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// File that holds the admin token (trailing newline ignored), so that it need not sit in the
+    /// environment
+    #[arg(long, env = "KEIKO_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -150,6 +162,17 @@ impl Config {
         })
     }
 
+    /// The admin token from the flag, the variable or the file, if one is configured.
+    pub fn admin_token(&self) -> anyhow::Result<Option<Token>> {
+        match (&self.admin_token, &self.admin_token_file) {
+            (Some(token), _) => {
+                token.parse().map(Some).map_err(|e| anyhow::anyhow!("--admin-token/KEIKO_ADMIN_TOKEN: {e}"))
+            }
+            (None, Some(path)) => Token::read(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub fn variants(&self) -> anyhow::Result<variants::Options> {
         let renderers = threads_or_cores(self.renderers, "--renderers/KEIKO_RENDERERS")?;
         Ok(variants::Options {
@@ -172,6 +195,7 @@ impl Config {
             match from_env {
                 Some(var) => {
                     let value = std::env::var(&var).unwrap_or_default();
+                    let value = if var == "KEIKO_ADMIN_TOKEN" { "<redacted>".into() } else { value };
                     eprintln!("{}", e.render().to_string().trim_end());
                     eprintln!("  (the value '{value}' came from the environment variable {var})");
                     std::process::exit(2);

@@ -14,6 +14,7 @@
 //! the writer flush every hit they handed over, and the other catchable signals that would end the
 //! process are logged and ignored, so none of them can lose a hit.
 
+pub mod admin;
 pub mod catalog;
 pub mod config;
 pub mod hits;
@@ -29,6 +30,7 @@ use anyhow::Context;
 use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::hits::{Registry, Store};
 use crate::library::Library;
@@ -49,6 +51,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let threads = config.thread_count()?;
     let library_options = config.library()?;
     let variant_options = config.variants()?;
+    let admin_token = config.admin_token()?;
     let store = Store::open(&config.db)?;
     let known = store.counts().with_context(|| format!("cannot read hits from {}", config.db.display()))?;
     let registry: &'static Registry = leak(Registry::new(known));
@@ -66,8 +69,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the hit writer")?;
     let variants =
         Variants::start(variant_options, &metrics.variants).context("cannot start the render threads")?;
-    let shared =
-        leak(Shared::new(published, metrics, variants, config.header_timeout(), config.max_conns as usize));
+    let admin = admin_token.map(|token| leak(Admin::new(token, config.images.clone(), library.rescanner())));
+    let shared = leak(Shared::new(
+        published,
+        metrics,
+        variants,
+        admin,
+        config.header_timeout(),
+        config.max_conns as usize,
+    ));
     let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
     tracing::info!(
         "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {}, cache in {}, \

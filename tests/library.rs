@@ -314,7 +314,7 @@ fn signals_that_would_end_the_process_lose_no_hit() {
         assert_eq!(keiko.get("/healthz").status, 200, "alive after signal {signal}: {}", keiko.log());
     }
     let db = keiko.db.clone();
-    let (status, _, log) = keiko.terminate(Duration::from_secs(5));
+    let (status, _, log) = keiko.terminate(Duration::from_secs(10));
     assert!(status.success(), "{log}");
     assert_eq!(common::db_sum(&db), 100, "{log}");
 }

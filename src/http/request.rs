@@ -23,6 +23,7 @@ const MAX_HEADERS: usize = 64;
 pub enum Method {
     Get,
     Head,
+    Delete,
     Other,
 }
 
@@ -39,6 +40,8 @@ pub struct Request<'b> {
     pub if_none_match: Option<&'b [u8]>,
     /// Whether `Accept-Encoding` admits gzip.
     pub accepts_gzip: bool,
+    /// The `Authorization` value, if there is one.
+    pub authorization: Option<&'b [u8]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +92,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "DELETE" => Method::Delete,
         _ => Method::Other,
     };
     let http10 = version == 0;
@@ -99,6 +103,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let (mut close, mut keep_alive) = (false, false);
     let mut if_none_match = None;
     let mut accepts_gzip = false;
+    let mut authorization = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -119,13 +124,15 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
             if_none_match = Some(h.value);
         } else if name.eq_ignore_ascii_case(b"accept-encoding") {
             accepts_gzip |= admits_gzip(h.value);
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            authorization = Some(h.value);
         }
     }
     if hosts > 1 || (!http10 && hosts == 0) || (chunked && content_length.is_some()) {
         return Err(Rejection::BadRequest);
     }
     let has_body = chunked || content_length.is_some_and(|n| n > 0);
-    if has_body && method != Method::Other {
+    if has_body && matches!(method, Method::Get | Method::Head) {
         return Err(Rejection::BadRequest);
     }
 
@@ -140,7 +147,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
         Connection::Close
     };
     let (path, query) = path_and_query(target.as_bytes());
-    Ok(Request { method, path, query, connection, if_none_match, accepts_gzip })
+    Ok(Request { method, path, query, connection, if_none_match, accepts_gzip, authorization })
 }
 
 /// The path and query of a request target. An absolute-form target (`http://host:port/path?q`,
@@ -223,7 +230,8 @@ mod tests {
                 query: b"",
                 connection: Connection::KeepAlive,
                 if_none_match: None,
-                accepts_gzip: false
+                accepts_gzip: false,
+                authorization: None
             }
         );
     }
@@ -308,8 +316,10 @@ mod tests {
 
     #[test]
     fn other_methods_parse_for_the_router_to_answer() {
-        let (req, _) = complete(b"DELETE /hits HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (req, _) = complete(b"PATCH /hits HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!((req.method, req.connection), (Method::Other, Connection::KeepAlive));
+        let (req, _) = complete(b"DELETE /images/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!((req.method, req.authorization), (Method::Delete, Some(&b"Bearer t"[..])));
         let (req, _) = complete(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
         assert_eq!((req.method, req.connection), (Method::Other, Connection::Close));
     }

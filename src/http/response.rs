@@ -33,8 +33,10 @@ pub enum Connection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok = 0,
+    NoContent,
     NotModified,
     BadRequest,
+    Unauthorized,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -44,10 +46,12 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 11] = [
         Status::Ok,
+        Status::NoContent,
         Status::NotModified,
         Status::BadRequest,
+        Status::Unauthorized,
         Status::NotFound,
         Status::MethodNotAllowed,
         Status::RequestTimeout,
@@ -59,8 +63,10 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::NoContent => 204,
             Status::NotModified => 304,
             Status::BadRequest => 400,
+            Status::Unauthorized => 401,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
@@ -73,8 +79,10 @@ impl Status {
     fn line(self) -> &'static str {
         match self {
             Status::Ok => "200 OK",
+            Status::NoContent => "204 No Content",
             Status::NotModified => "304 Not Modified",
             Status::BadRequest => "400 Bad Request",
+            Status::Unauthorized => "401 Unauthorized",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::RequestTimeout => "408 Request Timeout",
@@ -157,6 +165,28 @@ pub static BUSY: Canned = canned!(
     "503 Service Unavailable",
     "Cache-Control: no-store\r\nRetry-After: 1\r\n",
     "too many images are being rendered; try again in a moment\n",
+    "58"
+);
+/// A write route without the admin token.
+pub static UNAUTHORIZED: Canned = canned!(
+    Status::Unauthorized,
+    "401 Unauthorized",
+    "WWW-Authenticate: Bearer\r\n",
+    "this needs Authorization: Bearer <admin token>\n",
+    "47"
+);
+/// A write route done: no body, so (RFC 9110) no Content-Length either.
+pub static NO_CONTENT: Canned = Canned {
+    status: Status::NoContent,
+    head: b"HTTP/1.1 204 No Content\r\nServer: keiko\r\nCache-Control: no-store\r\n",
+    body: b"",
+};
+/// The filesystem refused a write route (the log says why).
+pub static DELETE_FAILED: Canned = canned!(
+    Status::InternalError,
+    "500 Internal Server Error",
+    "",
+    "the image could not be deleted; the server's log says why\n",
     "58"
 );
 pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
@@ -291,6 +321,8 @@ mod tests {
             &READY,
             &NOT_READY,
             &BUSY,
+            &UNAUTHORIZED,
+            &DELETE_FAILED,
             &BAD_REQUEST,
             &NOT_FOUND,
             &METHOD_NOT_ALLOWED,

@@ -21,7 +21,7 @@ mod cache;
 pub(crate) mod decode;
 pub(crate) mod encode;
 mod pool;
-mod scan;
+pub(crate) mod scan;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -73,6 +73,22 @@ pub struct Options {
 pub struct Library {
     control: Sender<Control>,
     thread: JoinHandle<()>,
+}
+
+/// Asks the library thread to look at the directory again.
+#[derive(Clone)]
+pub struct Rescanner(Sender<Control>);
+
+impl Rescanner {
+    pub fn rescan(&self) {
+        let _ = self.0.send(Control::Rescan);
+    }
+
+    /// One that reaches no library, for tests.
+    #[cfg(test)]
+    pub fn detached() -> Rescanner {
+        Rescanner(crossbeam_channel::unbounded().0)
+    }
 }
 
 enum Control {
@@ -137,6 +153,11 @@ impl Library {
     /// Looks at the whole directory again now (SIGHUP).
     pub fn rescan(&self) {
         let _ = self.control.send(Control::Rescan);
+    }
+
+    /// A handle that asks for a rescan from elsewhere (the write routes).
+    pub fn rescanner(&self) -> Rescanner {
+        Rescanner(self.control.clone())
     }
 
     /// Stops following the directory. Encodings under way are abandoned: their temporary files

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::admin::Deletion;
 use super::conn::Answer;
 use super::wire::Wire;
 use super::worker::Worker;
@@ -22,6 +23,7 @@ use crate::variants::{Flight, Key, Rendered};
 pub enum Step<'b> {
     Done(Answer),
     Wait(Pending<'b>),
+    Delete(Deletion<'b>),
 }
 
 /// A rendition being rendered, and how to answer once it is.

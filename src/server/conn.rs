@@ -18,6 +18,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
+use super::admin::{self, Deletion};
 use super::api::{self, Step};
 use super::wire::{write_all, Wire};
 use super::worker::Worker;
@@ -57,6 +58,11 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                     match answer(&w, &request, &mut wire) {
                         Step::Done(answer) => answer,
                         Step::Wait(render) => api::finish(&w, render, &mut wire).await,
+                        Step::Delete(deletion) => {
+                            let connection =
+                                if w.stopping() { Connection::Close } else { request.connection };
+                            admin::delete(&w, deletion, connection, &mut wire).await
+                        }
                     }
                 }
                 Parsed::Rejected(rejection) => reject(&w, rejection, &mut wire),
@@ -113,7 +119,13 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
     let catalog = w.catalog();
     let canned = match (target, req.method) {
         (Target::Unknown, _) => &response::NOT_FOUND,
-        (_, Method::Other) => &response::METHOD_NOT_ALLOWED,
+        (Target::Image { pick: Pick::Named(name), variant: None }, Method::Delete)
+            if w.shared.admin.is_some() =>
+        {
+            let authorized = w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization));
+            return Step::Delete(Deletion { name, authorized });
+        }
+        (_, Method::Other | Method::Delete) => &response::METHOD_NOT_ALLOWED,
         (Target::Image { pick, variant: None }, _) => {
             let (index, named) = match pick {
                 Pick::Random => (catalog.random(), false),

@@ -8,6 +8,7 @@
 //! pending accept with an error, and the loop, seeing the stop flag, drains its connections and
 //! returns. No accept or read future is ever dropped mid-flight to achieve this.
 
+mod admin;
 mod api;
 mod conn;
 mod conns;
@@ -25,6 +26,7 @@ use anyhow::Context;
 use crossbeam_channel::Sender;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admin::Admin;
 use crate::catalog::Published;
 use crate::hits::{Hit, Recorder};
 use crate::metrics::Metrics;
@@ -43,6 +45,8 @@ pub struct Shared {
     pub metrics: &'static Metrics,
     /// Renditions: the shared cache and the render pool.
     pub variants: &'static Variants,
+    /// The write routes, when an admin token is configured.
+    pub admin: Option<&'static Admin>,
     pub header_timeout: Duration,
     /// Open connections per event loop; past it, new ones are closed at once.
     pub max_conns: usize,
@@ -54,10 +58,19 @@ impl Shared {
         published: &'static Published,
         metrics: &'static Metrics,
         variants: &'static Variants,
+        admin: Option<&'static Admin>,
         header_timeout: Duration,
         max_conns: usize,
     ) -> Shared {
-        Shared { published, metrics, variants, header_timeout, max_conns, stopping: AtomicBool::new(false) }
+        Shared {
+            published,
+            metrics,
+            variants,
+            admin,
+            header_timeout,
+            max_conns,
+            stopping: AtomicBool::new(false),
+        }
     }
 }
 

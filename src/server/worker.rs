@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
+use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
@@ -38,7 +39,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// Pause after accept fails for lack of file descriptors or memory, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest time between two ticks: how late a loop may see a new catalogue snapshot.
-const MAX_TICK: Duration = Duration::from_millis(100);
+pub const MAX_TICK: Duration = Duration::from_millis(100);
 
 /// The thread's state, shared by its accept loop, ticker and connections (never across threads).
 pub struct Worker {
@@ -123,13 +124,19 @@ pub fn run(
         clock: Cell::new(0),
         stopping: Cell::new(false),
     });
+    // The write routes' file work (unlink, fsync) runs on a small blocking pool, off the loop.
+    let blocking = || Box::new(DefaultThreadPool::new(2));
     if driver == Driver::IoUring {
-        match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
+        let builder = RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer();
+        let builder = if shared.admin.is_some() { builder.attach_thread_pool(blocking()) } else { builder };
+        match builder.build() {
             Ok(mut rt) => return rt.block_on(serve(listener, worker, Driver::IoUring, ready)),
             Err(e) => super::warn_io_uring_unavailable(&e.to_string()),
         }
     }
-    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+    let builder = RuntimeBuilder::<LegacyDriver>::new().enable_timer();
+    let builder = if shared.admin.is_some() { builder.attach_thread_pool(blocking()) } else { builder };
+    match builder.build() {
         Ok(mut rt) => rt.block_on(serve(listener, worker, Driver::Epoll, ready)),
         Err(e) => {
             let _ = ready.send(Err(format!("event loop {index} cannot start: {e}")));

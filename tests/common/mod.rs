@@ -414,8 +414,8 @@ impl Response {
             headers.push((k.to_string(), v.to_string()));
         }
         let mut r = Response { status, headers, body: Vec::new() };
-        // 304 never has a body (RFC 9110), whatever its headers say.
-        if !head_only && status != 304 {
+        // 204 and 304 never have a body (RFC 9110), whatever their headers say.
+        if !head_only && status != 204 && status != 304 {
             let len: usize = r.header("Content-Length").expect("Content-Length").parse().unwrap();
             r.body = vec![0; len];
             reader.read_exact(&mut r.body).ok()?;

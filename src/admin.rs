@@ -1,0 +1,168 @@
+//! The write routes' rules, apart from any socket: who may use them (a bearer token, compared in
+//! constant time and never logged), which names they accept, and the filesystem work itself,
+//! which is blocking and so runs on an event loop's blocking pool (see `server/admin.rs`).
+//!
+//! The routes exist only when an operator configured a token (`KEIKO_ADMIN_TOKEN` or
+//! `KEIKO_ADMIN_TOKEN_FILE`); without one keiko answers them as it always did.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use subtle::ConstantTimeEq;
+
+use crate::library::scan::is_candidate;
+use crate::library::Rescanner;
+
+/// The admin token. Its Debug form is redacted, so no log line or panic message can show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Box<[u8]>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl FromStr for Token {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Token, String> {
+        let s = s.trim_end_matches(['\r', '\n']);
+        if s.is_empty() {
+            return Err("the admin token is empty".into());
+        }
+        if s.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err("the admin token may hold only printable ASCII without spaces".into());
+        }
+        Ok(Token(s.as_bytes().into()))
+    }
+}
+
+impl Token {
+    /// The token in a file (its trailing newline ignored), for `KEIKO_ADMIN_TOKEN_FILE`.
+    pub fn read(path: &Path) -> anyhow::Result<Token> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the admin token file {}: {e}", path.display()))?;
+        text.parse().map_err(|e| anyhow::anyhow!("{e} (in {})", path.display()))
+    }
+}
+
+pub struct Admin {
+    token: Token,
+    images: PathBuf,
+    rescanner: Rescanner,
+}
+
+impl Admin {
+    pub fn new(token: Token, images: PathBuf, rescanner: Rescanner) -> Admin {
+        Admin { token, images, rescanner }
+    }
+
+    /// Whether an `Authorization` value carries the token (`Bearer <token>`, the scheme in any
+    /// case). The comparison takes the same time wherever the bytes differ.
+    pub fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(value) = authorization else { return false };
+        let Some((scheme, credentials)) = value.split_at_checked(7) else { return false };
+        scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(credentials.trim_ascii().ct_eq(&self.token.0))
+    }
+
+    /// Removes image `name` from the directory, durably (the directory is synced after the unlink)
+    /// and asks the library to look again. Ok(false) when there is no such file. Blocking.
+    pub fn remove(&self, name: &str) -> io::Result<bool> {
+        let path = self.images.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        File::open(&self.images)?.sync_all()?;
+        self.rescanner.rescan();
+        Ok(true)
+    }
+}
+
+/// Checks a (percent-decoded) name for the write routes: one path segment of UTF-8, at most 255
+/// bytes, no leading dot, no `/`, `\` or NUL, and an extension the library serves.
+pub fn check_name(name: &[u8]) -> Result<&str, &'static str> {
+    let name = std::str::from_utf8(name).map_err(|_| "name: not UTF-8")?;
+    if name.is_empty() || name.len() > 255 {
+        return Err("name: 1 to 255 bytes");
+    }
+    if name.contains(['/', '\\', '\0']) {
+        return Err("name: may not hold '/', '\\' or NUL");
+    }
+    if name.starts_with('.') {
+        return Err("name: may not start with '.'");
+    }
+    if !is_candidate(name) {
+        return Err("name: must end in .jpg, .jpeg, .png, .gif or .webp");
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(dir: &Path) -> Admin {
+        Admin::new("s3cret".parse().unwrap(), dir.to_path_buf(), Rescanner::detached())
+    }
+
+    #[test]
+    fn only_the_bearer_token_is_authorized() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = admin(dir.path());
+        assert!(a.authorized(Some(b"Bearer s3cret")));
+        assert!(a.authorized(Some(b"bearer s3cret")));
+        for wrong in [&b"Bearer s3cre"[..], b"Bearer s3cret2", b"Basic s3cret", b"s3cret", b"Bearer", b""] {
+            assert!(!a.authorized(Some(wrong)), "{:?}", String::from_utf8_lossy(wrong));
+        }
+        assert!(!a.authorized(None));
+        assert_eq!(format!("{:?}", a.token), "Token(<redacted>)");
+        assert!("".parse::<Token>().is_err() && "a b".parse::<Token>().is_err());
+        assert_eq!("tok\n".parse::<Token>(), "tok".parse::<Token>());
+    }
+
+    #[test]
+    fn names_are_one_plain_segment_with_an_image_extension() {
+        assert_eq!(check_name(b"cat.png"), Ok("cat.png"));
+        assert_eq!(check_name("café.JPG".as_bytes()), Ok("café.JPG"));
+        for bad in [
+            &b""[..],
+            b"..",
+            b"../a.png",
+            b"a/b.png",
+            b"a\\b.png",
+            b"a\0.png",
+            b".hidden.png",
+            b"noext",
+            b"a.txt",
+            b"\xff.png",
+        ] {
+            assert!(check_name(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(check_name(format!("{}.png", "n".repeat(252)).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn remove_deletes_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("d.png")).unwrap();
+        let a = admin(dir.path());
+        assert!(a.remove("a.png").unwrap());
+        assert!(!dir.path().join("a.png").exists());
+        assert!(!a.remove("a.png").unwrap(), "already gone");
+        assert!(!a.remove("d.png").unwrap(), "a directory is not an image");
+        assert!(dir.path().join("d.png").exists());
+    }
+}
