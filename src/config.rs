@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
-use crate::admin::Token;
+use crate::admin::{Token, UploadLimits};
 use crate::library::{self, Limits, Settings, WebpMode};
 use crate::variants;
 
@@ -125,6 +125,16 @@ pub struct Config {
     /// environment
     #[arg(long, env = "KEIKO_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Largest image an upload may carry, in bytes (413 past it, decided before the body is read)
+    #[arg(long, env = "KEIKO_MAX_UPLOAD_BYTES", default_value_t = 32 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_upload_bytes: u64,
+
+    /// Milliseconds an upload's whole body may take to arrive (408 past it)
+    #[arg(long, env = "KEIKO_BODY_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub body_timeout_ms: u64,
 }
 
 impl Config {
@@ -160,6 +170,14 @@ impl Config {
             rescan: (self.rescan_secs > 0).then(|| Duration::from_secs(self.rescan_secs)),
             max_age: self.max_age,
         })
+    }
+
+    pub fn upload_limits(&self) -> UploadLimits {
+        UploadLimits {
+            max_bytes: self.max_upload_bytes,
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            max_pixels: self.max_pixels,
+        }
     }
 
     /// The admin token from the flag, the variable or the file, if one is configured.

@@ -69,7 +69,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the hit writer")?;
     let variants =
         Variants::start(variant_options, &metrics.variants).context("cannot start the render threads")?;
-    let admin = admin_token.map(|token| leak(Admin::new(token, config.images.clone(), library.rescanner())));
+    let admin = admin_token.map(|token| {
+        leak(Admin::new(token, config.images.clone(), library.rescanner(), config.upload_limits()))
+    });
     let shared = leak(Shared::new(
         published,
         metrics,

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
 use common::{Images, Keiko, Options};
@@ -118,4 +119,151 @@ fn the_token_can_come_from_a_file_and_bad_token_settings_stop_keiko() {
         .unwrap();
     assert!(!both.status.success());
     assert!(!String::from_utf8_lossy(&both.stderr).contains(TOKEN), "not even in an error");
+}
+
+fn put(keiko: &Keiko, name: &str, body: &[u8], auth: Option<&str>) -> common::Response {
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let head = format!(
+        "PUT /images/{name} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut s = keiko.connect();
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    common::Response::read(&mut BufReader::new(s), false).expect("a response")
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+#[test]
+fn an_uploaded_image_is_stored_durably_and_served_within_two_seconds() {
+    let (images, _tmp, keiko) = with_token();
+    let png = common::png(&common::pattern(20, 10, false), 20, 10);
+    let r = put(&keiko, "new%20one.png", &png, Some(&bearer()));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("Location"), Some("/images/new%20one.png"));
+    let info: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (info["name"].as_str(), info["width"].as_u64(), info["height"].as_u64()),
+        (Some("new one.png"), Some(20), Some(10))
+    );
+    assert_eq!(std::fs::read(images.path().join("new one.png")).unwrap(), png, "stored byte for byte");
+    assert!(common::eventually(Duration::from_secs(2), || keiko.get("/images/new%20one.png").status == 200));
+    assert!(
+        common::eventually(Duration::from_secs(2), || keiko.get("/").header("X-Image-Name")
+            == Some("new%20one.png")),
+        "chosen at random"
+    );
+    let before = keiko.get("/images/new%20one.png").header("ETag").unwrap().to_string();
+    let other = common::png(&common::pattern(12, 12, true), 12, 12);
+    assert_eq!(put(&keiko, "new%20one.png", &other, Some(&bearer())).status, 200, "a replacement");
+    assert!(common::eventually(Duration::from_secs(2), || {
+        keiko.get("/images/new%20one.png").header("ETag").is_some_and(|e| e != before)
+    }));
+    let leftovers: Vec<_> = std::fs::read_dir(images.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".keiko-upload"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file is left behind");
+}
+
+#[test]
+fn uploads_are_refused_with_a_clear_status_and_nothing_written() {
+    let options = Options::default()
+        .env("KEIKO_ADMIN_TOKEN", TOKEN)
+        .env("KEIKO_MAX_UPLOAD_BYTES", "4000")
+        .env("KEIKO_MAX_PIXELS", "1000000");
+    let (images, _tmp, keiko) = common::start_standard(options);
+    std::fs::create_dir(images.path().join("dir.png")).unwrap();
+    let png = common::png(&common::pattern(8, 8, false), 8, 8);
+    let mut bomb = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    bomb.extend(100_000u32.to_be_bytes());
+    bomb.extend(100_000u32.to_be_bytes());
+    bomb.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    for (name, body, auth, status) in [
+        ("a.png", &png[..], None, 401),
+        ("a.png", &png[..], Some("Bearer nope"), 401),
+        ("a.png", b"not an image at all", Some(bearer().as_str()), 415),
+        ("a.png", &bomb[..], Some(bearer().as_str()), 415),
+        ("a.png", &png[..png.len() / 2], Some(bearer().as_str()), 415),
+        ("a.png", &[0u8; 5000][..], Some(bearer().as_str()), 413),
+        ("..", &png[..], Some(bearer().as_str()), 400),
+        ("x%2Fa.png", &png[..], Some(bearer().as_str()), 400),
+        ("a.exe", &png[..], Some(bearer().as_str()), 400),
+        ("dir.png", &png[..], Some(bearer().as_str()), 400),
+    ] {
+        let r = put(&keiko, name, body, auth);
+        assert_eq!(r.status, status, "{name} ({} bytes): {}", body.len(), String::from_utf8_lossy(&r.body));
+    }
+    assert!(!images.path().join("a.png").exists(), "nothing written");
+    assert!(images.path().join("dir.png").is_dir());
+    assert_eq!(keiko.get("/").status, 200);
+}
+
+#[test]
+fn bodies_may_be_chunked_or_wait_for_100_continue_and_slow_ones_time_out() {
+    let options = Options::default().env("KEIKO_ADMIN_TOKEN", TOKEN).env("KEIKO_BODY_TIMEOUT_MS", "500");
+    let (images, _tmp, keiko) = common::start_standard(options);
+    let png = common::png(&common::pattern(8, 8, false), 8, 8);
+
+    let mut s = keiko.connect();
+    let head = format!("PUT /images/chunked.png HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n", bearer());
+    s.write_all(head.as_bytes()).unwrap();
+    for part in png.chunks(7) {
+        s.write_all(format!("{:x}\r\n", part.len()).as_bytes()).unwrap();
+        s.write_all(part).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let r = common::Response::read(&mut BufReader::new(s), false).unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(std::fs::read(images.path().join("chunked.png")).unwrap(), png);
+
+    let mut s = keiko.connect();
+    let head = format!(
+        "PUT /images/expect.png HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        bearer(),
+        png.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    reader.read_line(&mut line).unwrap();
+    s.write_all(&png).unwrap();
+    assert_eq!(common::Response::read(&mut reader, false).unwrap().status, 201);
+
+    let mut s = keiko.connect();
+    let head = format!(
+        "PUT /images/slow.png HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nContent-Length: {}\r\n\r\n",
+        bearer(),
+        png.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&png[..10]).unwrap();
+    let r = common::Response::read(&mut BufReader::new(s), false).unwrap();
+    assert_eq!(r.status, 408);
+    assert!(!images.path().join("slow.png").exists());
+}
+
+#[test]
+fn concurrent_uploads_to_one_name_leave_one_whole_file() {
+    let (images, _tmp, keiko) = with_token();
+    let a = common::png(&common::pattern(30, 30, false), 30, 30);
+    let b = common::png(&common::pattern(31, 17, true), 31, 17);
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let (keiko, body) = (&keiko, if i % 2 == 0 { &a } else { &b });
+            s.spawn(move || {
+                let r = put(keiko, "race.png", body, Some(&bearer()));
+                assert!(r.status == 200 || r.status == 201, "{}", r.status);
+            });
+        }
+    });
+    let stored = std::fs::read(images.path().join("race.png")).unwrap();
+    assert!(stored == a || stored == b, "never a mix of two uploads");
 }

@@ -12,6 +12,7 @@
 use std::mem::MaybeUninit;
 
 use super::response::Connection;
+use crate::admin::body::Framing;
 
 /// Largest request head (request line, headers and the blank line) keiko accepts.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -23,6 +24,7 @@ const MAX_HEADERS: usize = 64;
 pub enum Method {
     Get,
     Head,
+    Put,
     Delete,
     Other,
 }
@@ -42,6 +44,10 @@ pub struct Request<'b> {
     pub accepts_gzip: bool,
     /// The `Authorization` value, if there is one.
     pub authorization: Option<&'b [u8]>,
+    /// How the body is framed, when there is one (keiko reads only the write routes' bodies).
+    pub body: Option<Framing>,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +98,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "PUT" => Method::Put,
         "DELETE" => Method::Delete,
         _ => Method::Other,
     };
@@ -104,6 +111,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let mut if_none_match = None;
     let mut accepts_gzip = false;
     let mut authorization = None;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -114,6 +122,11 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
             }
             content_length = Some(parse_length(h.value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only plain chunked coding is understood; a body in any other coding has no end
+            // keiko could find.
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(Rejection::BadRequest);
+            }
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -126,6 +139,8 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
             accepts_gzip |= admits_gzip(h.value);
         } else if name.eq_ignore_ascii_case(b"authorization") {
             authorization = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     if hosts > 1 || (!http10 && hosts == 0) || (chunked && content_length.is_some()) {
@@ -147,7 +162,22 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
         Connection::Close
     };
     let (path, query) = path_and_query(target.as_bytes());
-    Ok(Request { method, path, query, connection, if_none_match, accepts_gzip, authorization })
+    let body = match (chunked, content_length) {
+        (true, _) => Some(Framing::Chunked),
+        (false, Some(n)) if n > 0 => Some(Framing::Length(n)),
+        _ => None,
+    };
+    Ok(Request {
+        method,
+        path,
+        query,
+        connection,
+        if_none_match,
+        accepts_gzip,
+        authorization,
+        body,
+        expect_continue,
+    })
 }
 
 /// The path and query of a request target. An absolute-form target (`http://host:port/path?q`,
@@ -231,7 +261,9 @@ mod tests {
                 connection: Connection::KeepAlive,
                 if_none_match: None,
                 accepts_gzip: false,
-                authorization: None
+                authorization: None,
+                body: None,
+                expect_continue: false
             }
         );
     }

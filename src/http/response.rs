@@ -35,19 +35,23 @@ pub enum Status {
     Ok = 0,
     NoContent,
     NotModified,
+    Created,
     BadRequest,
     Unauthorized,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
+    PayloadTooLarge,
+    UnsupportedMediaType,
     HeadTooLarge,
     InternalError,
     ServiceUnavailable,
 }
 
 impl Status {
-    pub const ALL: [Status; 11] = [
+    pub const ALL: [Status; 14] = [
         Status::Ok,
+        Status::Created,
         Status::NoContent,
         Status::NotModified,
         Status::BadRequest,
@@ -55,6 +59,8 @@ impl Status {
         Status::NotFound,
         Status::MethodNotAllowed,
         Status::RequestTimeout,
+        Status::PayloadTooLarge,
+        Status::UnsupportedMediaType,
         Status::HeadTooLarge,
         Status::InternalError,
         Status::ServiceUnavailable,
@@ -63,6 +69,7 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::Created => 201,
             Status::NoContent => 204,
             Status::NotModified => 304,
             Status::BadRequest => 400,
@@ -70,6 +77,8 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
+            Status::PayloadTooLarge => 413,
+            Status::UnsupportedMediaType => 415,
             Status::HeadTooLarge => 431,
             Status::InternalError => 500,
             Status::ServiceUnavailable => 503,
@@ -79,6 +88,7 @@ impl Status {
     fn line(self) -> &'static str {
         match self {
             Status::Ok => "200 OK",
+            Status::Created => "201 Created",
             Status::NoContent => "204 No Content",
             Status::NotModified => "304 Not Modified",
             Status::BadRequest => "400 Bad Request",
@@ -86,6 +96,8 @@ impl Status {
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::RequestTimeout => "408 Request Timeout",
+            Status::PayloadTooLarge => "413 Content Too Large",
+            Status::UnsupportedMediaType => "415 Unsupported Media Type",
             Status::HeadTooLarge => "431 Request Header Fields Too Large",
             Status::InternalError => "500 Internal Server Error",
             Status::ServiceUnavailable => "503 Service Unavailable",
@@ -188,6 +200,22 @@ pub static DELETE_FAILED: Canned = canned!(
     "",
     "the image could not be deleted; the server's log says why\n",
     "58"
+);
+/// An upload over KEIKO_MAX_UPLOAD_BYTES.
+pub static TOO_LARGE: Canned = canned!(
+    Status::PayloadTooLarge,
+    "413 Content Too Large",
+    "",
+    "the image is over this server's upload limit (KEIKO_MAX_UPLOAD_BYTES)\n",
+    "70"
+);
+/// The filesystem refused an upload (the log says why).
+pub static STORE_FAILED: Canned = canned!(
+    Status::InternalError,
+    "500 Internal Server Error",
+    "",
+    "the image could not be stored; the server's log says why\n",
+    "57"
 );
 pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
 pub static NOT_FOUND: Canned = canned!(Status::NotFound, "404 Not Found", "", "not found\n", "10");
@@ -323,6 +351,8 @@ mod tests {
             &BUSY,
             &UNAUTHORIZED,
             &DELETE_FAILED,
+            &TOO_LARGE,
+            &STORE_FAILED,
             &BAD_REQUEST,
             &NOT_FOUND,
             &METHOD_NOT_ALLOWED,

@@ -1,23 +1,155 @@
-//! The write routes on an event loop: `DELETE /images/<name>`. The token is checked before
-//! anything else, the name next; the unlink and the directory sync run on the loop's blocking
-//! pool (monoio's `spawn_blocking`), never on the loop. The answer waits until the library has
-//! withdrawn the image and every loop has taken that snapshot (one tick), so that no request sent
-//! after the 204 can still get the image.
+//! The write routes on an event loop: `PUT` and `DELETE /images/<name>`. The token is checked
+//! before anything else, the name next, the announced size before a byte of the body is read.
+//! The body is read with the connection's own reads, fed to a bounded [`Body`] and limited by a
+//! deadline; checking, decoding, writing and syncing run on the loop's blocking pool (monoio's
+//! `spawn_blocking`), never on the loop. Every answer closes the connection, so no unread body
+//! can be mistaken for the next request.
+//!
+//! A deletion's answer waits until the library has withdrawn the image and every loop has taken
+//! that snapshot (one tick), so that no request sent after the 204 can still get the image. An
+//! upload's answer goes out once the file is durable; the library serves it once it is encoded.
 
 use std::time::{Duration, Instant};
 
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
 use percent_encoding::percent_decode;
+use serde::Serialize;
 
 use super::api;
 use super::conn::Answer;
 use super::wire::Wire;
 use super::worker::{Worker, MAX_TICK};
-use crate::admin::check_name;
-use crate::http::response::{self, Canned, Connection};
+use crate::admin::body::{Body, BodyError, Framing};
+use crate::admin::{check_name, Refused};
+use crate::http::response::{self, header_safe, Canned, Connection, Status};
 use crate::http::route::Route;
 
 /// How long a deletion waits for the library to withdraw the image before answering anyway.
 const WITHDRAW_WAIT: Duration = Duration::from_secs(5);
+
+/// Bytes asked of the socket per read while a body arrives.
+const READ_SIZE: usize = 64 * 1024;
+
+/// A `PUT /images/<name>` to carry out.
+pub struct Upload<'b> {
+    /// The name as sent (percent-encoded).
+    pub name: &'b [u8],
+    pub authorized: bool,
+    pub framing: Framing,
+    pub expect_continue: bool,
+}
+
+/// Answers a PUT; `already` is what the connection read past the request head.
+pub async fn upload(
+    w: &Worker,
+    stream: &mut TcpStream,
+    already: &[u8],
+    up: Upload<'_>,
+    wire: &mut Wire,
+) -> Answer {
+    let close = Connection::Close;
+    let Some(admin) = w.shared.admin else { return canned(w, &response::METHOD_NOT_ALLOWED, close, wire) };
+    if !up.authorized {
+        return canned(w, &response::UNAUTHORIZED, close, wire);
+    }
+    let decoded: Vec<u8> = percent_decode(up.name).collect();
+    let name = match check_name(&decoded) {
+        Ok(name) => name.to_string(),
+        Err(why) => return api::bad_request(w, Route::Image, why, close, wire),
+    };
+    let mut body = match Body::new(up.framing, admin.limits.max_bytes) {
+        Ok(body) => body,
+        Err(_) => return canned(w, &response::TOO_LARGE, close, wire),
+    };
+    if up.expect_continue && stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await.0.is_err() {
+        return canned(w, &response::BAD_REQUEST, close, wire);
+    }
+    let read = monoio::time::timeout(admin.limits.body_timeout, read_body(stream, already, &mut body)).await;
+    match read {
+        Err(_elapsed) => return canned(w, &response::REQUEST_TIMEOUT, close, wire),
+        Ok(Err(BodyError::TooLarge)) => return canned(w, &response::TOO_LARGE, close, wire),
+        Ok(Err(BodyError::Malformed)) => {
+            return api::bad_request(
+                w,
+                Route::Image,
+                "body: malformed, or shorter than announced",
+                close,
+                wire,
+            )
+        }
+        Ok(Ok(())) => {}
+    }
+    let bytes = body.into_bytes();
+    let storing = name.clone();
+    let stored = match monoio::spawn_blocking(move || admin.store(&storing, &bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(Refused::Io(std::io::Error::other("the blocking pool dropped the job"))),
+    };
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(Refused::Unsupported(why)) => {
+            let body_at = response::render(
+                wire.rendered_mut(),
+                Status::UnsupportedMediaType,
+                "text/plain; charset=utf-8",
+                "",
+                |out| out.extend_from_slice(format!("not stored: {why}\n").as_bytes()),
+            );
+            wire.load_rendered(body_at, w.tails(), close, false);
+            return Answer {
+                route: Route::Image,
+                status: Status::UnsupportedMediaType,
+                connection: close,
+                hit: None,
+            };
+        }
+        Err(Refused::BadName(why)) => return api::bad_request(w, Route::Image, why, close, wire),
+        Err(Refused::Io(e)) => {
+            tracing::error!("cannot store the upload of {name}: {e}");
+            return canned(w, &response::STORE_FAILED, close, wire);
+        }
+    };
+    let url = format!("/images/{}", header_safe(&name));
+    let status = if stored.created { Status::Created } else { Status::Ok };
+    let info = Uploaded { name: &name, width: stored.width, height: stored.height, url: &url };
+    let body_at = response::render(
+        wire.rendered_mut(),
+        status,
+        "application/json",
+        &format!("Location: {url}\r\n"),
+        |out| serde_json::to_writer(out, &info).expect("upload info always serializes"),
+    );
+    wire.load_rendered(body_at, w.tails(), close, false);
+    Answer { route: Route::Image, status, connection: close, hit: None }
+}
+
+/// What a PUT answers with: the image as stored (the library serves it once it is encoded).
+#[derive(Serialize)]
+struct Uploaded<'a> {
+    name: &'a str,
+    width: u32,
+    height: u32,
+    url: &'a str,
+}
+
+/// Feeds `already`, then what the socket delivers, to `body` until it is whole.
+async fn read_body(stream: &mut TcpStream, already: &[u8], body: &mut Body) -> Result<(), BodyError> {
+    body.feed(already)?;
+    let mut buf = Vec::with_capacity(READ_SIZE);
+    while !body.is_done() {
+        buf.clear();
+        let (read, back) = stream.read(buf).await;
+        buf = back;
+        match read {
+            Ok(n) if n > 0 => {
+                body.feed(&buf[..n])?;
+            }
+            _ => return Err(BodyError::Malformed),
+        }
+    }
+    Ok(())
+}
 
 /// A `DELETE /images/<name>` to carry out.
 pub struct Deletion<'b> {

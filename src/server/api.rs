@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::admin::Deletion;
+use super::admin::{Deletion, Upload};
 use super::conn::Answer;
 use super::wire::Wire;
 use super::worker::Worker;
@@ -24,6 +24,7 @@ pub enum Step<'b> {
     Done(Answer),
     Wait(Pending<'b>),
     Delete(Deletion<'b>),
+    Upload(Upload<'b>),
 }
 
 /// A rendition being rendered, and how to answer once it is.

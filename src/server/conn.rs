@@ -18,10 +18,11 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::admin::{self, Deletion};
+use super::admin::{self, Deletion, Upload};
 use super::api::{self, Step};
 use super::wire::{write_all, Wire};
 use super::worker::Worker;
+use crate::admin::body::Framing;
 use crate::catalog::Catalog;
 use crate::hits;
 use crate::http::request::{self, Method, Parsed, Rejection, Request, MAX_HEAD};
@@ -58,6 +59,9 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                     match answer(&w, &request, &mut wire) {
                         Step::Done(answer) => answer,
                         Step::Wait(render) => api::finish(&w, render, &mut wire).await,
+                        Step::Upload(upload) => {
+                            admin::upload(&w, &mut stream, &buf[used..], upload, &mut wire).await
+                        }
                         Step::Delete(deletion) => {
                             let connection =
                                 if w.stopping() { Connection::Close } else { request.connection };
@@ -125,7 +129,14 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
             let authorized = w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization));
             return Step::Delete(Deletion { name, authorized });
         }
-        (_, Method::Other | Method::Delete) => &response::METHOD_NOT_ALLOWED,
+        (Target::Image { pick: Pick::Named(name), variant: None }, Method::Put)
+            if w.shared.admin.is_some() =>
+        {
+            let authorized = w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization));
+            let framing = req.body.unwrap_or(Framing::Length(0));
+            return Step::Upload(Upload { name, authorized, framing, expect_continue: req.expect_continue });
+        }
+        (_, Method::Other | Method::Put | Method::Delete) => &response::METHOD_NOT_ALLOWED,
         (Target::Image { pick, variant: None }, _) => {
             let (index, named) = match pick {
                 Pick::Random => (catalog.random(), false),

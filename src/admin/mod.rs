@@ -5,14 +5,19 @@
 //! The routes exist only when an operator configured a token (`KEIKO_ADMIN_TOKEN` or
 //! `KEIKO_ADMIN_TOKEN_FILE`); without one keiko answers them as it always did.
 
+pub mod body;
+
 use std::fmt;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
+use crate::library::decode::{decode, probe};
 use crate::library::scan::is_candidate;
 use crate::library::Rescanner;
 
@@ -50,15 +55,75 @@ impl Token {
     }
 }
 
+/// What an upload may be.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+    /// Longest time a whole body may take to arrive.
+    pub body_timeout: Duration,
+    pub max_pixels: u64,
+}
+
 pub struct Admin {
     token: Token,
     images: PathBuf,
     rescanner: Rescanner,
+    pub limits: UploadLimits,
+    next_temp: AtomicU64,
+}
+
+/// An upload that was stored.
+pub struct Stored {
+    /// No file of that name was there before.
+    pub created: bool,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why an upload was not stored.
+pub enum Refused {
+    /// Not an image keiko serves, damaged, or over the pixel limit: 415.
+    Unsupported(String),
+    /// The name cannot be used: 400.
+    BadName(&'static str),
+    /// The filesystem refused: 500.
+    Io(io::Error),
 }
 
 impl Admin {
-    pub fn new(token: Token, images: PathBuf, rescanner: Rescanner) -> Admin {
-        Admin { token, images, rescanner }
+    pub fn new(token: Token, images: PathBuf, rescanner: Rescanner, limits: UploadLimits) -> Admin {
+        Admin { token, images, rescanner, limits, next_temp: AtomicU64::new(0) }
+    }
+
+    /// Checks `bytes` (format, pixel limit, a full decode) and stores them as image `name`:
+    /// through a temporary dot-file in the image directory (which the library ignores), synced,
+    /// renamed over the name, and the directory synced, so that the file is whole and durable
+    /// before the answer goes out and a concurrent upload to the same name leaves one of the two,
+    /// never a mix. Blocking, and CPU-heavy for big images: run it on the blocking pool.
+    pub fn store(&self, name: &str, bytes: &[u8]) -> Result<Stored, Refused> {
+        let max_pixels = self.limits.max_pixels;
+        let (format, width, height) =
+            probe(bytes, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
+        decode(bytes, format, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
+        let path = self.images.join(name);
+        let created = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => return Err(Refused::BadName("name: is a directory")),
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(Refused::Io(e)),
+        };
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp = self.images.join(format!(".keiko-upload-{}-{n}", std::process::id()));
+        let written = File::create(&temp)
+            .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .and_then(|()| File::open(&self.images)?.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(Refused::Io(e));
+        }
+        self.rescanner.rescan();
+        Ok(Stored { created, width, height })
     }
 
     /// Whether an `Authorization` value carries the token (`Bearer <token>`, the scheme in any
@@ -114,7 +179,9 @@ mod tests {
     use super::*;
 
     fn admin(dir: &Path) -> Admin {
-        Admin::new("s3cret".parse().unwrap(), dir.to_path_buf(), Rescanner::detached())
+        let limits =
+            UploadLimits { max_bytes: 1 << 20, body_timeout: Duration::from_secs(1), max_pixels: 1 << 20 };
+        Admin::new("s3cret".parse().unwrap(), dir.to_path_buf(), Rescanner::detached(), limits)
     }
 
     #[test]
