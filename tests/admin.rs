@@ -267,3 +267,84 @@ fn concurrent_uploads_to_one_name_leave_one_whole_file() {
     let stored = std::fs::read(images.path().join("race.png")).unwrap();
     assert!(stored == a || stored == b, "never a mix of two uploads");
 }
+
+fn post(keiko: &Keiko, target: &str, content_type: Option<&str>, body: &[u8]) -> common::Response {
+    let ct = content_type.map(|c| format!("Content-Type: {c}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        bearer(),
+        body.len()
+    );
+    let mut s = keiko.connect();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    common::Response::read(&mut BufReader::new(s), false).expect("a response")
+}
+
+#[test]
+fn post_takes_raw_or_multipart_bodies_and_names_them() {
+    let (images, _tmp, keiko) = with_token();
+    let png = common::png(&common::pattern(9, 9, false), 9, 9);
+    let r = post(&keiko, "/images?name=posted.png", None, &png);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("Location"), Some("/images/posted.png"));
+    assert_eq!(std::fs::read(images.path().join("posted.png")).unwrap(), png);
+
+    let jpeg = common::jpeg(&common::pattern(10, 7, false), 10, 7);
+    let r = post(&keiko, "/images", None, &jpeg);
+    assert_eq!(r.status, 201);
+    let info: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let name = info["name"].as_str().unwrap().to_string();
+    assert!(name.ends_with(".jpg") && name.len() == 20, "named by its content's hash: {name}");
+    assert_eq!(&info["sha256"].as_str().unwrap()[..16], &name[..16]);
+
+    let gif = common::gif(6, 5);
+    let mut form = b"--XyZ\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nignored\r\n".to_vec();
+    form.extend_from_slice(
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"from form.gif\"\r\n",
+    );
+    form.extend_from_slice(b"Content-Type: image/gif\r\n\r\n");
+    form.extend_from_slice(&gif);
+    form.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let r = post(&keiko, "/images", Some("multipart/form-data; boundary=XyZ"), &form);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(std::fs::read(images.path().join("from form.gif")).unwrap(), gif);
+    let r = post(&keiko, "/images", Some("multipart/form-data; boundary=XyZ"), b"--XyZ--\r\n");
+    assert_eq!(r.status, 400, "no image part");
+    assert!(common::eventually(Duration::from_secs(2), || keiko.get("/images/from%20form.gif").status == 200));
+}
+
+#[test]
+fn identical_content_is_stored_once_and_can_be_looked_up() {
+    let (images, _tmp, keiko) = with_token();
+    let png = common::png(&common::pattern(11, 11, false), 11, 11);
+    assert_eq!(put(&keiko, "first.png", &png, Some(&bearer())).status, 201);
+    let r = put(&keiko, "second.png", &png, Some(&bearer()));
+    assert_eq!(r.status, 201);
+    let info: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(info["linked_to"], "first.png");
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (
+        std::fs::metadata(images.path().join("first.png")).unwrap(),
+        std::fs::metadata(images.path().join("second.png")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "one file, two names");
+    assert!(common::eventually(Duration::from_secs(2), || {
+        keiko.get("/images/first.png").status == 200 && keiko.get("/images/second.png").status == 200
+    }));
+
+    let sha = info["sha256"].as_str().unwrap().to_string();
+    let ask = |sha: &str, auth: bool| {
+        let auth = if auth { format!("Authorization: {}\r\n", bearer()) } else { String::new() };
+        keiko.request(&format!(
+            "GET /images?sha256={sha} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n"
+        ))
+    };
+    let r = ask(&sha, true);
+    assert_eq!(r.status, 200);
+    let found: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(found["name"], "first.png");
+    assert_eq!(ask(&"0".repeat(64), true).status, 404);
+    assert_eq!(ask("xyz", true).status, 400);
+    assert_eq!(ask(&sha, false).status, 401);
+}

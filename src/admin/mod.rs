@@ -6,6 +6,7 @@
 //! `KEIKO_ADMIN_TOKEN_FILE`); without one keiko answers them as it always did.
 
 pub mod body;
+pub mod index;
 
 use std::fmt;
 use std::fs::File;
@@ -17,9 +18,10 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
-use crate::library::decode::{decode, probe};
+use crate::library::decode::{decode, probe, Format};
 use crate::library::scan::is_candidate;
 use crate::library::Rescanner;
+use index::{sha256, to_hex, ContentIndex, Sha256Digest};
 
 /// The admin token. Its Debug form is redacted, so no log line or panic message can show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,14 +72,19 @@ pub struct Admin {
     rescanner: Rescanner,
     pub limits: UploadLimits,
     next_temp: AtomicU64,
+    index: ContentIndex,
 }
 
 /// An upload that was stored.
 pub struct Stored {
+    pub name: String,
     /// No file of that name was there before.
     pub created: bool,
     pub width: u32,
     pub height: u32,
+    pub sha256: String,
+    /// The file it was hard-linked to, when that file already held the same bytes.
+    pub linked_to: Option<String>,
 }
 
 /// Why an upload was not stored.
@@ -86,36 +93,64 @@ pub enum Refused {
     Unsupported(String),
     /// The name cannot be used: 400.
     BadName(&'static str),
+    /// The body is not what its Content-Type says: 400.
+    BadBody(&'static str),
     /// The filesystem refused: 500.
     Io(io::Error),
 }
 
 impl Admin {
     pub fn new(token: Token, images: PathBuf, rescanner: Rescanner, limits: UploadLimits) -> Admin {
-        Admin { token, images, rescanner, limits, next_temp: AtomicU64::new(0) }
+        Admin {
+            token,
+            images,
+            rescanner,
+            limits,
+            next_temp: AtomicU64::new(0),
+            index: ContentIndex::default(),
+        }
     }
 
-    /// Checks `bytes` (format, pixel limit, a full decode) and stores them as image `name`:
+    /// The image whose file holds content with this SHA-256, if any. Blocking.
+    pub fn lookup(&self, digest: &Sha256Digest) -> io::Result<Option<String>> {
+        self.index.find(&self.images, digest)
+    }
+
+    /// Checks `bytes` (format, pixel limit, a full decode) and stores them as image `name`, or
+    /// when no name is given as `<first 16 hex digits of their SHA-256>.<format's extension>`:
     /// through a temporary dot-file in the image directory (which the library ignores), synced,
     /// renamed over the name, and the directory synced, so that the file is whole and durable
     /// before the answer goes out and a concurrent upload to the same name leaves one of the two,
-    /// never a mix. Blocking, and CPU-heavy for big images: run it on the blocking pool.
-    pub fn store(&self, name: &str, bytes: &[u8]) -> Result<Stored, Refused> {
+    /// never a mix. Content that another file of the directory already holds becomes a hard link
+    /// to it: stored once. Blocking, and CPU-heavy for big images: run it on the blocking pool.
+    pub fn store(&self, name: Option<&str>, bytes: &[u8]) -> Result<Stored, Refused> {
         let max_pixels = self.limits.max_pixels;
         let (format, width, height) =
             probe(bytes, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
         decode(bytes, format, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
-        let path = self.images.join(name);
+        let digest = sha256(bytes);
+        let name = match name {
+            Some(name) => name.to_string(),
+            None => format!("{}.{}", &to_hex(&digest)[..16], extension(format)),
+        };
+        let path = self.images.join(&name);
         let created = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => return Err(Refused::BadName("name: is a directory")),
             Ok(_) => false,
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(Refused::Io(e)),
         };
+        let same = self.index.find(&self.images, &digest).map_err(Refused::Io)?;
+        let linked_to = same.filter(|existing| *existing != name);
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         let temp = self.images.join(format!(".keiko-upload-{}-{n}", std::process::id()));
-        let written = File::create(&temp)
-            .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        let prepared = match &linked_to {
+            Some(existing) => std::fs::hard_link(self.images.join(existing), &temp),
+            None => {
+                File::create(&temp).and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+            }
+        };
+        let written = prepared
             .and_then(|()| std::fs::rename(&temp, &path))
             .and_then(|()| File::open(&self.images)?.sync_all());
         if let Err(e) = written {
@@ -123,7 +158,7 @@ impl Admin {
             return Err(Refused::Io(e));
         }
         self.rescanner.rescan();
-        Ok(Stored { created, width, height })
+        Ok(Stored { name, created, width, height, sha256: to_hex(&digest), linked_to })
     }
 
     /// Whether an `Authorization` value carries the token (`Bearer <token>`, the scheme in any
@@ -153,6 +188,41 @@ impl Admin {
         self.rescanner.rescan();
         Ok(true)
     }
+}
+
+/// The usual file name extension of a format.
+fn extension(format: Format) -> &'static str {
+    match format {
+        Format::Jpeg => "jpg",
+        Format::Png => "png",
+        Format::Gif => "gif",
+        Format::WebpLossless | Format::WebpLossy => "webp",
+    }
+}
+
+/// The part named `image` of a `multipart/form-data` body (as curl's `-F image=@photo.jpg`
+/// sends it) and its file name, if it has one.
+pub fn image_part(body: Vec<u8>, content_type: &str) -> Result<(Vec<u8>, Option<String>), &'static str> {
+    use futures_util::FutureExt;
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|_| "Content-Type: multipart without a boundary")?;
+    let stream =
+        futures_util::stream::once(
+            async move { Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body)) },
+        );
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    // The whole body is already in memory, so every future here is ready at once.
+    let parse = async {
+        while let Some(field) = multipart.next_field().await.map_err(|_| "body: malformed multipart")? {
+            if field.name() == Some("image") {
+                let filename = field.file_name().map(str::to_string);
+                let bytes = field.bytes().await.map_err(|_| "body: malformed multipart")?;
+                return Ok((bytes.to_vec(), filename));
+            }
+        }
+        Err("body: no part named 'image'")
+    };
+    parse.now_or_never().unwrap_or(Err("body: malformed multipart"))
 }
 
 /// Checks a (percent-decoded) name for the write routes: one path segment of UTF-8, at most 255
@@ -227,6 +297,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("d.png")).unwrap();
         let a = admin(dir.path());
         assert!(a.remove("a.png").unwrap());
+        assert!(a.lookup(&sha256(b"x")).unwrap().is_none(), "looked up after the removal");
         assert!(!dir.path().join("a.png").exists());
         assert!(!a.remove("a.png").unwrap(), "already gone");
         assert!(!a.remove("d.png").unwrap(), "a directory is not an image");

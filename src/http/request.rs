@@ -25,6 +25,7 @@ pub enum Method {
     Get,
     Head,
     Put,
+    Post,
     Delete,
     Other,
 }
@@ -48,6 +49,8 @@ pub struct Request<'b> {
     pub body: Option<Framing>,
     /// `Expect: 100-continue`.
     pub expect_continue: bool,
+    /// The `Content-Type` value, if there is one.
+    pub content_type: Option<&'b [u8]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "PUT" => Method::Put,
+        "POST" => Method::Post,
         "DELETE" => Method::Delete,
         _ => Method::Other,
     };
@@ -112,6 +116,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let mut accepts_gzip = false;
     let mut authorization = None;
     let mut expect_continue = false;
+    let mut content_type = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -139,6 +144,8 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
             accepts_gzip |= admits_gzip(h.value);
         } else if name.eq_ignore_ascii_case(b"authorization") {
             authorization = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            content_type = Some(h.value);
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
@@ -177,6 +184,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
         authorization,
         body,
         expect_continue,
+        content_type,
     })
 }
 
@@ -263,7 +271,8 @@ mod tests {
                 accepts_gzip: false,
                 authorization: None,
                 body: None,
-                expect_continue: false
+                expect_continue: false,
+                content_type: None
             }
         );
     }

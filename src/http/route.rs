@@ -99,6 +99,11 @@ pub enum Target<'a> {
     },
     /// One image's facts, by its still percent-encoded name.
     Info(&'a [u8]),
+    /// `/images` itself: the write routes' collection (`POST` adds, `GET ?sha256=` looks up).
+    Collection {
+        sha256: Option<&'a [u8]>,
+        name: Option<&'a [u8]>,
+    },
     List {
         page: u32,
         limit: u32,
@@ -157,6 +162,7 @@ impl Target<'_> {
             Target::Image { pick: Pick::Random, .. } => Route::RandomVariant,
             Target::Image { pick: Pick::Named(_), .. } => Route::ImageVariant,
             Target::Info(_) => Route::Info,
+            Target::Collection { .. } => Route::Image,
             Target::List { .. } => Route::List,
             Target::Hits => Route::Hits,
             Target::Health => Route::Health,
@@ -178,6 +184,10 @@ pub fn route<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Target<'a>, BadParam
     };
     if let Some(target) = fixed {
         return Ok(target);
+    }
+    if path == b"/images" {
+        let q = Query::parse(query)?;
+        return Ok(Target::Collection { sha256: q.sha256, name: q.name });
     }
     if path == b"/v2/list" {
         let q = Query::parse(query)?;
@@ -323,6 +333,8 @@ struct Query<'a> {
     width: Option<&'a [u8]>,
     page: Option<&'a [u8]>,
     limit: Option<&'a [u8]>,
+    sha256: Option<&'a [u8]>,
+    name: Option<&'a [u8]>,
 }
 
 impl<'a> Query<'a> {
@@ -339,6 +351,8 @@ impl<'a> Query<'a> {
                 b"width" => &mut q.width,
                 b"page" => &mut q.page,
                 b"limit" => &mut q.limit,
+                b"sha256" => &mut q.sha256,
+                b"name" => &mut q.name,
                 _ => continue,
             };
             if slot.replace(value).is_some() {
@@ -512,19 +526,20 @@ mod tests {
     }
 
     #[test]
+    fn the_collection_takes_its_lookup_and_name_parameters() {
+        assert_eq!(
+            ok("/images?sha256=ab&name=x.png"),
+            Target::Collection { sha256: Some(b"ab"), name: Some(b"x.png") }
+        );
+        assert_eq!(ok("/images"), Target::Collection { sha256: None, name: None });
+        assert!(refused("/images?name=a&name=b").starts_with("name"));
+    }
+
+    #[test]
     fn near_misses_are_unknown() {
-        for path in [
-            "",
-            "//",
-            "/hits/",
-            "/HITS",
-            "/images",
-            "/images/",
-            "/imagesx/a",
-            "*",
-            "/images/a/info/x",
-            "/v2/list/",
-        ] {
+        for path in
+            ["", "//", "/hits/", "/HITS", "/images/", "/imagesx/a", "*", "/images/a/info/x", "/v2/list/"]
+        {
             assert_eq!(route(path.as_bytes(), b"").unwrap().route(), Route::Unknown, "{path:?}");
         }
     }

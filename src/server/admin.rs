@@ -21,7 +21,8 @@ use super::conn::Answer;
 use super::wire::Wire;
 use super::worker::{Worker, MAX_TICK};
 use crate::admin::body::{Body, BodyError, Framing};
-use crate::admin::{check_name, Refused};
+use crate::admin::index::{parse_hex, to_hex};
+use crate::admin::{check_name, image_part, Refused};
 use crate::http::response::{self, header_safe, Canned, Connection, Status};
 use crate::http::route::Route;
 
@@ -31,13 +32,55 @@ const WITHDRAW_WAIT: Duration = Duration::from_secs(5);
 /// Bytes asked of the socket per read while a body arrives.
 const READ_SIZE: usize = 64 * 1024;
 
-/// A `PUT /images/<name>` to carry out.
+/// A `PUT /images/<name>` or `POST /images[?name=]` to carry out.
 pub struct Upload<'b> {
-    /// The name as sent (percent-encoded).
-    pub name: &'b [u8],
+    /// The name as sent (percent-encoded); a POST may leave it to the part's file name or to the
+    /// content's hash.
+    pub name: Option<&'b [u8]>,
     pub authorized: bool,
     pub framing: Framing,
     pub expect_continue: bool,
+    /// The Content-Type, when it is `multipart/form-data` (the image is then the part `image`).
+    pub multipart: Option<&'b [u8]>,
+}
+
+/// A `GET /images?sha256=<hex>` to answer.
+pub struct Lookup<'b> {
+    pub sha256: &'b [u8],
+    pub authorized: bool,
+}
+
+pub async fn lookup(w: &Worker, lookup: Lookup<'_>, connection: Connection, wire: &mut Wire) -> Answer {
+    let Some(admin) = w.shared.admin else { return canned(w, &response::NOT_FOUND, connection, wire) };
+    if !lookup.authorized {
+        return canned(w, &response::UNAUTHORIZED, connection, wire);
+    }
+    let Some(digest) = parse_hex(lookup.sha256) else {
+        return api::bad_request(w, Route::Image, "sha256: 64 hexadecimal digits", connection, wire);
+    };
+    let found = match monoio::spawn_blocking(move || admin.lookup(&digest)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::error!("cannot look through the image directory: {e}");
+            return canned(w, &response::STORE_FAILED, connection, wire);
+        }
+        Err(_) => return canned(w, &response::STORE_FAILED, connection, wire),
+    };
+    let Some(name) = found else { return canned(w, &response::NOT_FOUND, connection, wire) };
+    let url = format!("/images/{}", header_safe(&name));
+    let body_at = response::render_ok(wire.rendered_mut(), "application/json", |out| {
+        let found = Found { name: &name, sha256: &to_hex(&digest), url: &url };
+        serde_json::to_writer(out, &found).expect("lookup answers always serialize")
+    });
+    wire.load_rendered(body_at, w.tails(), connection, false);
+    Answer { route: Route::Image, status: Status::Ok, connection, hit: None }
+}
+
+#[derive(Serialize)]
+struct Found<'a> {
+    name: &'a str,
+    sha256: &'a str,
+    url: &'a str,
 }
 
 /// Answers a PUT; `already` is what the connection read past the request head.
@@ -53,10 +96,17 @@ pub async fn upload(
     if !up.authorized {
         return canned(w, &response::UNAUTHORIZED, close, wire);
     }
-    let decoded: Vec<u8> = percent_decode(up.name).collect();
-    let name = match check_name(&decoded) {
-        Ok(name) => name.to_string(),
-        Err(why) => return api::bad_request(w, Route::Image, why, close, wire),
+    let name = match up.name.map(|n| percent_decode(n).collect::<Vec<u8>>()) {
+        None => None,
+        Some(decoded) => match check_name(&decoded) {
+            Ok(name) => Some(name.to_string()),
+            Err(why) => return api::bad_request(w, Route::Image, why, close, wire),
+        },
+    };
+    let multipart = match up.multipart.map(std::str::from_utf8) {
+        None => None,
+        Some(Ok(content_type)) => Some(content_type.to_string()),
+        Some(Err(_)) => return api::bad_request(w, Route::Image, "Content-Type: not UTF-8", close, wire),
     };
     let mut body = match Body::new(up.framing, admin.limits.max_bytes) {
         Ok(body) => body,
@@ -81,8 +131,21 @@ pub async fn upload(
         Ok(Ok(())) => {}
     }
     let bytes = body.into_bytes();
-    let storing = name.clone();
-    let stored = match monoio::spawn_blocking(move || admin.store(&storing, &bytes)).await {
+    let store = move || {
+        let (bytes, filename) = match multipart {
+            Some(content_type) => image_part(bytes, &content_type).map_err(Refused::BadBody)?,
+            None => (bytes, None),
+        };
+        let name = match (name, filename) {
+            (Some(name), _) => Some(name),
+            (None, Some(filename)) => {
+                Some(check_name(filename.as_bytes()).map_err(Refused::BadName)?.to_string())
+            }
+            (None, None) => None,
+        };
+        admin.store(name.as_deref(), &bytes)
+    };
+    let stored = match monoio::spawn_blocking(store).await {
         Ok(result) => result,
         Err(_) => Err(Refused::Io(std::io::Error::other("the blocking pool dropped the job"))),
     };
@@ -104,15 +167,24 @@ pub async fn upload(
                 hit: None,
             };
         }
-        Err(Refused::BadName(why)) => return api::bad_request(w, Route::Image, why, close, wire),
+        Err(Refused::BadName(why) | Refused::BadBody(why)) => {
+            return api::bad_request(w, Route::Image, why, close, wire)
+        }
         Err(Refused::Io(e)) => {
-            tracing::error!("cannot store the upload of {name}: {e}");
+            tracing::error!("cannot store an upload: {e}");
             return canned(w, &response::STORE_FAILED, close, wire);
         }
     };
-    let url = format!("/images/{}", header_safe(&name));
+    let url = format!("/images/{}", header_safe(&stored.name));
     let status = if stored.created { Status::Created } else { Status::Ok };
-    let info = Uploaded { name: &name, width: stored.width, height: stored.height, url: &url };
+    let info = Uploaded {
+        name: &stored.name,
+        width: stored.width,
+        height: stored.height,
+        sha256: &stored.sha256,
+        linked_to: stored.linked_to.as_deref(),
+        url: &url,
+    };
     let body_at = response::render(
         wire.rendered_mut(),
         status,
@@ -130,6 +202,10 @@ struct Uploaded<'a> {
     name: &'a str,
     width: u32,
     height: u32,
+    sha256: &'a str,
+    /// Set when the content was already there under this name: stored once, as a hard link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    linked_to: Option<&'a str>,
     url: &'a str,
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::admin::{Deletion, Upload};
+use super::admin::{Deletion, Lookup, Upload};
 use super::conn::Answer;
 use super::wire::Wire;
 use super::worker::Worker;
@@ -25,6 +25,7 @@ pub enum Step<'b> {
     Wait(Pending<'b>),
     Delete(Deletion<'b>),
     Upload(Upload<'b>),
+    Lookup(Lookup<'b>),
 }
 
 /// A rendition being rendered, and how to answer once it is.

@@ -18,7 +18,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::admin::{self, Deletion, Upload};
+use super::admin::{self, Deletion, Lookup, Upload};
 use super::api::{self, Step};
 use super::wire::{write_all, Wire};
 use super::worker::Worker;
@@ -61,6 +61,9 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                         Step::Wait(render) => api::finish(&w, render, &mut wire).await,
                         Step::Upload(upload) => {
                             admin::upload(&w, &mut stream, &buf[used..], upload, &mut wire).await
+                        }
+                        Step::Lookup(lookup) => {
+                            admin::lookup(&w, lookup, request.connection, &mut wire).await
                         }
                         Step::Delete(deletion) => {
                             let connection =
@@ -129,14 +132,19 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
             let authorized = w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization));
             return Step::Delete(Deletion { name, authorized });
         }
+        (Target::Collection { .. }, _) if w.shared.admin.is_none() => &response::NOT_FOUND,
         (Target::Image { pick: Pick::Named(name), variant: None }, Method::Put)
             if w.shared.admin.is_some() =>
         {
-            let authorized = w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization));
-            let framing = req.body.unwrap_or(Framing::Length(0));
-            return Step::Upload(Upload { name, authorized, framing, expect_continue: req.expect_continue });
+            return Step::Upload(upload(w, req, Some(name)));
         }
-        (_, Method::Other | Method::Put | Method::Delete) => &response::METHOD_NOT_ALLOWED,
+        (Target::Collection { name, .. }, Method::Post) => return Step::Upload(upload(w, req, name)),
+        (Target::Collection { sha256: Some(sha256), .. }, Method::Get | Method::Head) => {
+            let authorized = w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization));
+            return Step::Lookup(Lookup { sha256, authorized });
+        }
+        (_, Method::Other | Method::Put | Method::Post | Method::Delete) => &response::METHOD_NOT_ALLOWED,
+        (Target::Collection { .. }, _) => &response::NOT_FOUND,
         (Target::Image { pick, variant: None }, _) => {
             let (index, named) = match pick {
                 Pick::Random => (catalog.random(), false),
@@ -181,6 +189,20 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
     };
     let status = load_canned(w, canned, connection, head_only, wire);
     Step::Done(Answer { route, status, connection, hit: None })
+}
+
+/// What an upload needs of its request.
+fn upload<'b>(w: &Worker, req: &Request<'b>, name: Option<&'b [u8]>) -> Upload<'b> {
+    let is_multipart = |ct: &&[u8]| {
+        ct.trim_ascii_start().get(..19).is_some_and(|t| t.eq_ignore_ascii_case(b"multipart/form-data"))
+    };
+    Upload {
+        name,
+        authorized: w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization)),
+        framing: req.body.unwrap_or(Framing::Length(0)),
+        expect_continue: req.expect_continue,
+        multipart: req.content_type.filter(is_multipart),
+    }
 }
 
 /// A whole image from the snapshot. By name, it carries its ETag, and a matching
