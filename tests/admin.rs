@@ -348,3 +348,40 @@ fn identical_content_is_stored_once_and_can_be_looked_up() {
     assert_eq!(ask("xyz", true).status, 400);
     assert_eq!(ask(&sha, false).status, 401);
 }
+
+#[test]
+fn a_body_shorter_than_announced_gets_400_and_deletes_racing_gets_leave_whole_answers() {
+    let (images, _tmp, keiko) = with_token();
+    let mut s = keiko.connect();
+    let head = format!(
+        "PUT /images/short.png HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nContent-Length: 5000\r\n\r\n",
+        bearer()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(b"only a little").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = common::Response::read(&mut BufReader::new(s), false).unwrap();
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!images.path().join("short.png").exists());
+
+    let statuses = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..60)
+                        .map(|_| {
+                            let r = keiko.get("/images/anim.gif");
+                            assert!(r.status == 404 || common::is_whole_webp(&r.body), "a torn body");
+                            r.status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(delete(&keiko, "/images/anim.gif", Some(&bearer())).status, 204);
+        readers.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<u16>>()
+    });
+    assert!(statuses.iter().all(|&s| s == 200 || s == 404), "{statuses:?}");
+    assert_eq!(keiko.get("/images/anim.gif").status, 404);
+}
