@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes keiko's request reading (fuzz/fuzz_targets/) with cargo-fuzz/libFuzzer for a bounded
+# Fuzzes keiko's request reading and the write routes' body reader (fuzz/fuzz_targets/) with cargo-fuzz/libFuzzer for a bounded
 # time, e.g. `scripts/fuzz.sh 30` as a CI smoke run. SECONDS (default 300) is per target, build
 # not included. Installs cargo-fuzz when it is missing. Runs start from the tracked seeds in
 # fuzz/seeds/<target>/ and grow fuzz/corpus/<target>/ (ignored); a crashing input is written to
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds=${1:-300}
-targets=(conn)
+targets=(conn body)
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS]" >&2; exit 2; }
 
 # cargo-fuzz turns on AddressSanitizer with -Zsanitizer=address, which only nightly accepts;
