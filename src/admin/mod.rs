@@ -82,6 +82,8 @@ pub struct Stored {
     pub created: bool,
     pub width: u32,
     pub height: u32,
+    /// The upload's size.
+    pub bytes: usize,
     pub sha256: String,
     /// The file it was hard-linked to, when that file already held the same bytes.
     pub linked_to: Option<String>,
@@ -158,7 +160,7 @@ impl Admin {
             return Err(Refused::Io(e));
         }
         self.rescanner.rescan();
-        Ok(Stored { name, created, width, height, sha256: to_hex(&digest), linked_to })
+        Ok(Stored { name, created, width, height, bytes: bytes.len(), sha256: to_hex(&digest), linked_to })
     }
 
     /// Whether an `Authorization` value carries the token (`Bearer <token>`, the scheme in any

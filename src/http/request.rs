@@ -361,7 +361,7 @@ mod tests {
         assert_eq!((req.method, req.connection), (Method::Other, Connection::KeepAlive));
         let (req, _) = complete(b"DELETE /images/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n");
         assert_eq!((req.method, req.authorization), (Method::Delete, Some(&b"Bearer t"[..])));
-        let (req, _) = complete(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+        let (req, _) = complete(b"PATCH / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
         assert_eq!((req.method, req.connection), (Method::Other, Connection::Close));
     }
 

@@ -48,6 +48,7 @@ pub struct Upload<'b> {
 pub struct Lookup<'b> {
     pub sha256: &'b [u8],
     pub authorized: bool,
+    pub head_only: bool,
 }
 
 pub async fn lookup(w: &Worker, lookup: Lookup<'_>, connection: Connection, wire: &mut Wire) -> Answer {
@@ -72,7 +73,7 @@ pub async fn lookup(w: &Worker, lookup: Lookup<'_>, connection: Connection, wire
         let found = Found { name: &name, sha256: &to_hex(&digest), url: &url };
         serde_json::to_writer(out, &found).expect("lookup answers always serialize")
     });
-    wire.load_rendered(body_at, w.tails(), connection, false);
+    wire.load_rendered(body_at, w.tails(), connection, lookup.head_only);
     Answer { route: Route::Image, status: Status::Ok, connection, hit: None }
 }
 
@@ -175,21 +176,23 @@ pub async fn upload(
             return canned(w, &response::STORE_FAILED, close, wire);
         }
     };
-    let url = format!("/images/{}", header_safe(&stored.name));
+    let location = format!("/images/{}", header_safe(&stored.name));
     let status = if stored.created { Status::Created } else { Status::Ok };
     let info = Uploaded {
         name: &stored.name,
         width: stored.width,
         height: stored.height,
+        bytes: stored.bytes,
         sha256: &stored.sha256,
         linked_to: stored.linked_to.as_deref(),
-        url: &url,
+        url: format!("{location}/info"),
+        download_url: &location,
     };
     let body_at = response::render(
         wire.rendered_mut(),
         status,
         "application/json",
-        &format!("Location: {url}\r\n"),
+        &format!("Location: {location}\r\n"),
         |out| serde_json::to_writer(out, &info).expect("upload info always serializes"),
     );
     wire.load_rendered(body_at, w.tails(), close, false);
@@ -198,15 +201,19 @@ pub async fn upload(
 
 /// What a PUT answers with: the image as stored (the library serves it once it is encoded).
 #[derive(Serialize)]
+/// The fields of `/images/<name>/info` that are known before the library has encoded it (bytes
+/// are the upload's), plus its SHA-256 and, when deduplicated, the file it is linked to.
 struct Uploaded<'a> {
     name: &'a str,
     width: u32,
     height: u32,
+    bytes: usize,
     sha256: &'a str,
-    /// Set when the content was already there under this name: stored once, as a hard link.
+    /// Set when the content was already there under another name: stored once, as a hard link.
     #[serde(skip_serializing_if = "Option::is_none")]
     linked_to: Option<&'a str>,
-    url: &'a str,
+    url: String,
+    download_url: &'a str,
 }
 
 /// Feeds `already`, then what the socket delivers, to `body` until it is whole.

@@ -141,7 +141,7 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
         (Target::Collection { name, .. }, Method::Post) => return Step::Upload(upload(w, req, name)),
         (Target::Collection { sha256: Some(sha256), .. }, Method::Get | Method::Head) => {
             let authorized = w.shared.admin.is_some_and(|admin| admin.authorized(req.authorization));
-            return Step::Lookup(Lookup { sha256, authorized });
+            return Step::Lookup(Lookup { sha256, authorized, head_only });
         }
         (_, Method::Other | Method::Put | Method::Post | Method::Delete) => &response::METHOD_NOT_ALLOWED,
         (Target::Collection { .. }, _) => &response::NOT_FOUND,
