@@ -385,3 +385,13 @@ fn a_body_shorter_than_announced_gets_400_and_deletes_racing_gets_leave_whole_an
     assert!(statuses.iter().all(|&s| s == 200 || s == 404), "{statuses:?}");
     assert_eq!(keiko.get("/images/anim.gif").status, 404);
 }
+
+#[test]
+fn a_name_without_an_extension_gets_its_contents() {
+    let (images, _tmp, keiko) = with_token();
+    let jpeg = common::jpeg(&common::pattern(6, 6, false), 6, 6);
+    let r = put(&keiko, "kitten", &jpeg, Some(&bearer()));
+    assert_eq!((r.status, r.header("Location")), (201, Some("/images/kitten.jpg")));
+    assert!(images.path().join("kitten.jpg").exists() && !images.path().join("kitten").exists());
+    assert_eq!(put(&keiko, "kitten.txt", &jpeg, Some(&bearer())).status, 400);
+}

@@ -118,8 +118,9 @@ impl Admin {
         self.index.find(&self.images, digest)
     }
 
-    /// Checks `bytes` (format, pixel limit, a full decode) and stores them as image `name`, or
-    /// when no name is given as `<first 16 hex digits of their SHA-256>.<format's extension>`:
+    /// Checks `bytes` (format, pixel limit, a full decode) and stores them as image `name` (with the
+    /// format's extension added when it has none), or when no name is given as
+    /// `<first 16 hex digits of their SHA-256>.<format's extension>`:
     /// through a temporary dot-file in the image directory (which the library ignores), synced,
     /// renamed over the name, and the directory synced, so that the file is whole and durable
     /// before the answer goes out and a concurrent upload to the same name leaves one of the two,
@@ -132,7 +133,9 @@ impl Admin {
         decode(bytes, format, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
         let digest = sha256(bytes);
         let name = match name {
-            Some(name) => name.to_string(),
+            Some(name) if name.contains('.') => name.to_string(),
+            Some(stem) if stem.len() + 5 <= 255 => format!("{stem}.{}", extension(format)),
+            Some(_) => return Err(Refused::BadName("name: 1 to 255 bytes with the extension added")),
             None => format!("{}.{}", &to_hex(&digest)[..16], extension(format)),
         };
         let path = self.images.join(&name);
@@ -228,7 +231,7 @@ pub fn image_part(body: Vec<u8>, content_type: &str) -> Result<(Vec<u8>, Option<
 }
 
 /// Checks a (percent-decoded) name for the write routes: one path segment of UTF-8, at most 255
-/// bytes, no leading dot, no `/`, `\` or NUL, and an extension the library serves.
+/// bytes, no leading dot, no `/`, `\` or NUL, and an extension the library serves or none at all.
 pub fn check_name(name: &[u8]) -> Result<&str, &'static str> {
     let name = std::str::from_utf8(name).map_err(|_| "name: not UTF-8")?;
     if name.is_empty() || name.len() > 255 {
@@ -240,8 +243,9 @@ pub fn check_name(name: &[u8]) -> Result<&str, &'static str> {
     if name.starts_with('.') {
         return Err("name: may not start with '.'");
     }
-    if !is_candidate(name) {
-        return Err("name: must end in .jpg, .jpeg, .png, .gif or .webp");
+    // A name without any extension gets the one of its content (see `Admin::store`).
+    if name.contains('.') && !is_candidate(name) {
+        return Err("name: must end in .jpg, .jpeg, .png, .gif or .webp, or have no extension");
     }
     Ok(name)
 }
@@ -275,6 +279,7 @@ mod tests {
     fn names_are_one_plain_segment_with_an_image_extension() {
         assert_eq!(check_name(b"cat.png"), Ok("cat.png"));
         assert_eq!(check_name("café.JPG".as_bytes()), Ok("café.JPG"));
+        assert_eq!(check_name(b"noext"), Ok("noext"), "its content's extension is added");
         for bad in [
             &b""[..],
             b"..",
@@ -283,7 +288,6 @@ mod tests {
             b"a\\b.png",
             b"a\0.png",
             b".hidden.png",
-            b"noext",
             b"a.txt",
             b"\xff.png",
         ] {
