@@ -48,16 +48,17 @@ struct Ask<'b> {
 }
 
 /// Answers a request for `variant` of the image `pick` names.
+#[allow(clippy::too_many_arguments)]
 pub fn rendition<'b>(
     w: &Worker,
     req: &Request<'b>,
     catalog: &Catalog,
     pick: Pick<'_>,
     variant: Variant,
+    route: Route,
     connection: Connection,
     wire: &mut Wire,
 ) -> Step<'b> {
-    let route = crate::http::route::Target::Image { pick, variant: Some(variant) }.route();
     let head_only = req.method == Method::Head;
     let variants = w.shared.variants;
     if let Form::Webp(Some((width, height))) = variant.form {

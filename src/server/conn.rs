@@ -160,7 +160,7 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
             }
         }
         (Target::Image { pick, variant: Some(variant) }, _) => {
-            return api::rendition(w, req, &catalog, pick, variant, connection, wire)
+            return api::rendition(w, req, &catalog, pick, variant, route, connection, wire)
         }
         (Target::Info(name), _) => {
             return Step::Done(api::info(w, &catalog, name, connection, head_only, wire))
