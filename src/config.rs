@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use crate::admin::{Token, UploadLimits};
+use crate::hits::Database;
 use crate::library::{self, Limits, Settings, WebpMode};
 use crate::variants;
 
@@ -21,8 +22,9 @@ const MAX_THREADS: usize = 1024;
 #[command(
     name = "keiko",
     version,
-    about = "Serves a random image from a directory as WebP and records every hit in SQLite.",
-    long_about = "Serves a random image from a directory as WebP and records every hit in SQLite.\n\n\
+    about = "Serves a random image from a directory as WebP and records every hit in SQLite or PostgreSQL.",
+    long_about = "Serves a random image from a directory as WebP and records every hit in SQLite or \
+                  PostgreSQL.\n\n\
                   Every option can also be set with the environment variable shown next to it; \
                   a flag given on the command line wins over the variable."
 )]
@@ -39,12 +41,14 @@ pub struct Config {
     #[arg(long, env = "KEIKO_IMAGES", default_value = "assets/images")]
     pub images: PathBuf,
 
-    /// SQLite database that holds the hit counts (created if missing)
-    #[arg(long, env = "KEIKO_DB", default_value = "keiko.db")]
-    pub db: PathBuf,
+    /// Where hit counts are kept: a SQLite file (created if missing), or a postgres:// URL for
+    /// several nodes sharing one table (what the URL leaves out comes from PGHOST, PGPORT,
+    /// PGUSER, PGDATABASE, PGPASSWORD and ~/.pgpass)
+    #[arg(long, env = "KEIKO_DB", default_value = "keiko.db", value_parser = Database::parse)]
+    pub db: Database,
 
     /// Directory of encoded images kept across restarts [default: <db without .db>-cache next to
-    /// the database]
+    /// a SQLite database, ./keiko-cache with PostgreSQL]
     #[arg(long, env = "KEIKO_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -80,6 +84,12 @@ pub struct Config {
     #[arg(long, env = "KEIKO_FLUSH_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub flush_ms: u64,
+
+    /// On a stopping signal, milliseconds to go on serving with /readyz answering 503 and every
+    /// response closing its connection, so that a load balancer moves traffic away first
+    #[arg(long, env = "KEIKO_DRAIN_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub drain_ms: u64,
 
     /// Milliseconds a client gets to send a complete request head; idle keep-alive connections
     /// are closed after the same time
@@ -151,12 +161,20 @@ impl Config {
         Duration::from_millis(self.header_timeout_ms)
     }
 
-    /// The cache directory: as configured, or `<db stem>-cache` next to the database.
+    /// The cache directory: as configured, or `<db stem>-cache` next to a SQLite database, or
+    /// `keiko-cache` in the working directory.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(|| {
-            let stem = self.db.file_stem().map_or("keiko".into(), |s| s.to_string_lossy());
-            self.db.with_file_name(format!("{stem}-cache"))
+        self.cache_dir.clone().unwrap_or_else(|| match self.db.sqlite_path() {
+            Some(db) => {
+                let stem = db.file_stem().map_or("keiko".into(), |s| s.to_string_lossy());
+                db.with_file_name(format!("{stem}-cache"))
+            }
+            None => PathBuf::from("keiko-cache"),
         })
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
     }
 
     pub fn library(&self) -> anyhow::Result<library::Options> {
@@ -268,7 +286,8 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:8099".parse().unwrap());
         assert_eq!(c.threads, 0);
         assert_eq!(c.images, PathBuf::from("assets/images"));
-        assert_eq!(c.db, PathBuf::from("keiko.db"));
+        assert_eq!(c.db, Database::Sqlite("keiko.db".into()));
+        assert_eq!(c.drain_ms, 0);
         assert_eq!(c.flush_ms, 100);
         assert_eq!(c.header_timeout_ms, 10_000);
         assert_eq!(c.max_conns, 16_384);

@@ -6,7 +6,7 @@
 //!  serving:  client --> loop 0..N (monoio, SO_REUSEPORT, own snapshot) --pre-built bytes--> client
 //!                            | hit (8 bytes, try_send)
 //!                            v
-//!            crossbeam channel --> writer thread --one transaction per flush--> SQLite (WAL)
+//!            crossbeam channel --> writer thread --one transaction per flush--> SQLite or PostgreSQL
 //! ```
 //!
 //! [`run`] wires the pieces together, listening before the library has looked at a single image,
@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod config;
+pub mod dashboard;
 pub mod hits;
 pub mod http;
 pub mod library;
@@ -52,8 +53,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let library_options = config.library()?;
     let variant_options = config.variants()?;
     let admin_token = config.admin_token()?;
-    let store = Store::open(&config.db)?;
-    let known = store.counts().with_context(|| format!("cannot read hits from {}", config.db.display()))?;
+    let mut store = Store::open(&config.db)?;
+    let known = store.counts()?;
+    let database = store.describe();
     let registry: &'static Registry = leak(Registry::new(known));
     let metrics = leak(Metrics::new(threads));
 
@@ -82,8 +84,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     ));
     let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
     tracing::info!(
-        "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {}, cache in {}, \
-         open-file limit {fd_limit}, started in {} ms",
+        "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {}, hits in {database}, \
+         cache in {}, open-file limit {fd_limit}, started in {} ms",
         driver.name(),
         config.images.display(),
         config.cache_dir().display(),
@@ -104,7 +106,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
         })
         .unwrap_or(SIGTERM);
-    tracing::info!("received {}, shutting down", signal_name(signal));
+    if config.drain_ms > 0 {
+        tracing::info!(
+            "received {}: draining for {} ms (/readyz answers 503), then shutting down",
+            signal_name(signal),
+            config.drain_ms
+        );
+        server.drain();
+        std::thread::sleep(config.drain());
+    } else {
+        tracing::info!("received {}, shutting down", signal_name(signal));
+    }
     server.stop();
     library.stop();
     if writer.finish().is_err() {
@@ -114,7 +126,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "stopped: {} hits served, {} written to {}",
         metrics.hits_served(),
         metrics.writer.persisted(),
-        config.db.display()
+        database
     );
     Ok(())
 }

@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
 fn run(config: &Config) -> anyhow::Result<()> {
     let threads = config.thread_count()?;
     let library = config.library()?;
-    let store = Mutex::new(Store::open(&config.db)?);
+    let store = Mutex::new((Store::open(&config.db)?, 0));
     if list_images(&config.images)?.is_empty() {
         anyhow::bail!("no image files in {}", config.images.display());
     }
@@ -88,7 +88,7 @@ fn run(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Answers the one request of a connection, then closes it.
-fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<Store>) -> anyhow::Result<()> {
+fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<(Store, u64)>) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     let mut buf = vec![0; MAX_HEAD];
     let mut len = 0;
@@ -118,7 +118,10 @@ fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<Store>) -> anyh
         &response::image_head(name, "image/webp", body.len(), response::Caching::NoStore, ""),
         &body,
     )?;
-    store.lock().unwrap().add([(name.as_str(), 1)]).context("cannot record the hit")?;
+    let mut store = store.lock().unwrap();
+    let (db, flushes) = &mut *store;
+    *flushes += 1;
+    db.add(&[name.as_str()], &[1], *flushes).context("cannot record the hit")?;
     tracing::info!("serve {name}");
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! Hit accounting, kept off the request path.
 //!
 //! ```text
-//! event-loop threads                          writer thread (one)                 SQLite
+//! event-loop threads                          writer thread (one)          SQLite or PostgreSQL
 //! Recorder::record(id) ---try_send(Hit)-->    drain every tick, coalesce  --one tx per flush-->  hits
 //!        | channel full: count locally          per image, add to its Tally  (prepared upserts)
-//!        '-- retried on the thread's tick       (what /hits reports)
+//!        '-- retried on the thread's tick       (what /hits reports, with the
+//!                                               database's counts read back every second)
 //! ```
 //!
 //! A hit names its image by a [`Tally`] id from the [`Registry`]: one id per image name for the
@@ -17,7 +18,10 @@
 //! dropped. The writer wakes on a timer rather than on every message, so senders never pay for
 //! waking it.
 
+mod libpq;
+mod postgres;
 mod registry;
+mod sqlite;
 mod store;
 mod writer;
 
@@ -26,7 +30,7 @@ use std::cell::RefCell;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub use registry::{write_json, Registry, Tally};
-pub use store::Store;
+pub use store::{Database, Store};
 pub use writer::spawn_writer;
 
 /// Room for this many hits between two drains of the writer (which drains every few ms).

@@ -3,8 +3,9 @@
 //!
 //! The hot path sends a tally's small integer id instead of a catalogue index, because indexes
 //! move whenever the library publishes a new snapshot. The tally also carries the running total
-//! that `/hits` reports (the database's count at startup plus every hit the writer has drained);
-//! only the writer thread adds to it. The registry itself is touched by the library when an image
+//! that `/hits` reports: the database's count as the writer last read it (every node's hits, when
+//! several share the database) plus this node's hits not yet committed. Only the writer thread
+//! sets it. The registry itself is touched by the library when an image
 //! appears and by the writer when it meets an id it has not seen yet, never by an event loop.
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Hits recorded so far: the database's count at startup plus every hit drained since.
+    /// Hits recorded so far: the database's count plus this node's hits not yet in it.
     pub fn total(&self) -> u64 {
         self.total.load(Relaxed)
     }
@@ -26,6 +27,11 @@ impl Tally {
     /// Adds `n` hits; called by the writer thread only, so a load and a store suffice.
     pub(super) fn add(&self, n: u64) {
         self.total.store(self.total.load(Relaxed) + n, Relaxed);
+    }
+
+    /// Sets the total, from the database's count (writer thread only).
+    pub(super) fn set(&self, total: u64) {
+        self.total.store(total, Relaxed);
     }
 }
 
@@ -36,7 +42,7 @@ pub struct Registry {
 struct Inner {
     by_id: Vec<Arc<Tally>>,
     by_name: HashMap<Arc<str>, Arc<Tally>>,
-    /// Counts in the database at startup, by name, for names not interned yet.
+    /// Counts in the database as last read, by name, for names not interned yet.
     stored: HashMap<String, u64>,
 }
 
@@ -59,6 +65,20 @@ impl Registry {
         inner.by_id.push(tally.clone());
         inner.by_name.insert(name, tally.clone());
         tally
+    }
+
+    /// Takes the database's counts: an interned name's total becomes its count plus what
+    /// `uncommitted` says this node holds for its id; the others wait for their name to appear.
+    pub fn apply_counts(&self, counts: HashMap<String, u64>, uncommitted: impl Fn(u32) -> u64) {
+        let mut inner = self.lock();
+        for (name, count) in counts {
+            match inner.by_name.get(name.as_str()) {
+                Some(tally) => tally.set(count + uncommitted(tally.id)),
+                None => {
+                    inner.stored.insert(name, count);
+                }
+            }
+        }
     }
 
     /// Every tally with an id at or above `from`, in id order (for the writer to catch up).

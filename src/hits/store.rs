@@ -1,112 +1,104 @@
-//! The SQLite side of hit accounting: the original server's schema, WAL journal with
-//! synchronous=NORMAL (a commit is a WAL append, not an fsync), and one prepared upsert run once
-//! per image inside each flush transaction.
-//!
-//! `open` does everything that can fail for a reason the operator must fix (unwritable folder, a
-//! file that is not SQLite, an incompatible `hits` table) so that keiko refuses to start instead
-//! of discovering it on the first flush.
+//! Where hits are kept: the embedded SQLite file (the default, one host) or PostgreSQL (a fleet
+//! sharing one table). `KEIKO_DB` picks it; the writer thread sees only this one interface.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rusqlite::{params, Connection};
 
-const SCHEMA: &str =
-    "CREATE TABLE IF NOT EXISTS hits (id INTEGER PRIMARY KEY, name TEXT UNIQUE, count INTEGER)";
-const UPSERT: &str =
-    "INSERT INTO hits (name, count) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET count = count + excluded.count";
+use super::postgres::{Applied, Postgres};
+use super::sqlite::Sqlite;
 
-/// How long opening waits for another process's lock before giving up.
-const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one flush waits for a lock; short, because the writer retries with backoff and must
-/// get back to draining the channel.
-const FLUSH_BUSY_TIMEOUT: Duration = Duration::from_millis(50);
+/// The configured database: a `postgres://` or `postgresql://` URL, or else a SQLite file path.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// The URL as given; it may hold a password, so it is never printed.
+    Postgres(String),
+}
 
-pub struct Store {
-    conn: Connection,
+impl Database {
+    pub fn parse(value: &str) -> Result<Database, String> {
+        if value.is_empty() {
+            return Err("empty: give a SQLite file or a postgres:// URL".into());
+        }
+        let lower = value.get(..13).unwrap_or(value).to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Ok(Database::Postgres(value.to_string()))
+        } else {
+            Ok(Database::Sqlite(value.into()))
+        }
+    }
+
+    /// The SQLite file, if that is the database.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "Sqlite({path:?})"),
+            Database::Postgres(_) => f.write_str("Postgres(<url redacted>)"),
+        }
+    }
+}
+
+pub enum Store {
+    Sqlite(Sqlite, PathBuf),
+    Postgres(Box<Postgres>),
 }
 
 impl Store {
-    pub fn open(path: &Path) -> anyhow::Result<Store> {
-        let context = || format!("cannot use database {}", path.display());
-        if let Some(problem) = path_problem(path) {
-            anyhow::bail!("{}: {problem}", context());
-        }
-        let conn = Connection::open(path).with_context(context)?;
-        conn.busy_timeout(OPEN_BUSY_TIMEOUT).with_context(context)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .with_context(context)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(
-                "{}: journal mode is {mode}, not WAL (is it on a network filesystem?)",
-                path.display()
-            );
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL").with_context(context)?;
-        conn.execute(SCHEMA, []).with_context(context)?;
-        conn.prepare_cached(UPSERT).with_context(|| {
-            format!("{}: its hits table does not have the expected schema ({SCHEMA})", context())
-        })?;
-        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
-            .with_context(|| format!("{}: cannot write to it", context()))?;
-        conn.busy_timeout(FLUSH_BUSY_TIMEOUT).with_context(context)?;
-        Ok(Store { conn })
+    pub fn open(db: &Database) -> anyhow::Result<Store> {
+        Ok(match db {
+            Database::Sqlite(path) => Store::Sqlite(Sqlite::open(path)?, path.clone()),
+            Database::Postgres(url) => Store::Postgres(Box::new(Postgres::open(url)?)),
+        })
     }
 
-    /// The counts already recorded, by image name.
-    pub fn counts(&self) -> anyhow::Result<HashMap<String, u64>> {
-        let mut stmt = self.conn.prepare("SELECT name, count FROM hits WHERE name IS NOT NULL")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?;
-        let mut counts = HashMap::new();
-        for row in rows {
-            let (name, count) = row?;
-            counts.insert(name, count.unwrap_or(0).max(0) as u64);
+    /// Where the hits go, for logs: never a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(_, path) => path.display().to_string(),
+            Store::Postgres(pg) => pg.describe.clone(),
         }
-        Ok(counts)
     }
 
-    /// Adds `count` hits to each named image, all in one transaction: either all land or none.
-    pub fn add<'a>(&mut self, hits: impl IntoIterator<Item = (&'a str, u64)>) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut upsert = tx.prepare_cached(UPSERT)?;
-            for (name, count) in hits {
-                upsert.execute(params![name, i64::try_from(count).unwrap_or(i64::MAX)])?;
+    /// Every image's count in the database, by name.
+    pub fn counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
+        match self {
+            Store::Sqlite(db, path) => {
+                db.counts().with_context(|| format!("cannot read hits from {}", path.display()))
             }
+            Store::Postgres(pg) => pg.counts(),
         }
-        tx.commit()
     }
-}
 
-/// Why the database file at `path` cannot be opened for writing, in words SQLite does not give
-/// ("unable to open database file" says nothing of the cause).
-fn path_problem(path: &Path) -> Option<String> {
-    if path.is_dir() {
-        return Some("it is a directory, not a file".into());
+    /// Adds `counts[i]` hits to `names[i]` atomically, as flush number `seq`; after a failure,
+    /// retry with the same batch and number. Returns the new totals of the names it added to
+    /// (none when an earlier attempt of this batch had already committed).
+    pub fn add(&mut self, names: &[&str], counts: &[i64], seq: u64) -> anyhow::Result<HashMap<String, u64>> {
+        match self {
+            Store::Sqlite(db, _) => {
+                let totals = db.add(names, counts)?;
+                Ok(names.iter().map(|n| n.to_string()).zip(totals).collect())
+            }
+            Store::Postgres(pg) => match pg.add(names, counts, seq)? {
+                Applied::Totals(totals) => Ok(totals),
+                Applied::AlreadyApplied => {
+                    tracing::info!(
+                        "flush {seq} had committed before its reply was lost; not adding it again"
+                    );
+                    Ok(HashMap::new())
+                }
+            },
+        }
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Some(format!("the folder {} does not exist", parent.display()));
-    }
-    let writable = |p: &Path| {
-        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return true };
-        // SAFETY: access(2) reads a NUL-terminated path.
-        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-    };
-    if path.exists() && !writable(path) {
-        return Some("permission denied: the file is not writable by this user".into());
-    }
-    if !writable(parent) {
-        // SQLite writes its -wal and -shm files next to the database.
-        return Some(format!("permission denied: cannot create files in {}", parent.display()));
-    }
-    None
 }
 
 #[cfg(test)]
@@ -114,58 +106,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_accumulate_across_flushes_and_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.db");
-        let mut store = Store::open(&path).unwrap();
-        store.add([("a.png", 2), ("b.png", 1)]).unwrap();
-        store.add([("a.png", 3)]).unwrap();
-        drop(store);
-        let store = Store::open(&path).unwrap();
-        let counts = store.counts().unwrap();
-        assert_eq!(counts.get("a.png"), Some(&5));
-        assert_eq!(counts.get("b.png"), Some(&1));
-        let journal: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        assert_eq!(journal, "wal");
-    }
-
-    #[test]
-    fn an_existing_original_database_keeps_working() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(
-            "CREATE TABLE hits (id INTEGER PRIMARY KEY, name TEXT UNIQUE, count INTEGER);
-             INSERT INTO hits (name, count) VALUES ('a.png', 41);",
-        )
-        .unwrap();
-        drop(old);
-        let mut store = Store::open(&path).unwrap();
-        store.add([("a.png", 1)]).unwrap();
-        assert_eq!(store.counts().unwrap().get("a.png"), Some(&42));
-    }
-
-    #[test]
-    fn unusable_databases_are_refused_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let junk = dir.path().join("junk.db");
-        std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
-        let err = format!("{:#}", Store::open(&junk).err().unwrap());
-        assert!(err.contains("junk.db") && err.contains("not a database"), "{err}");
-
-        let missing_dir = dir.path().join("no/such/dir/k.db");
-        let err = format!("{:#}", Store::open(&missing_dir).err().unwrap());
-        assert!(err.contains("k.db") && err.contains("/no/such/dir does not exist"), "{err}");
-        let err = format!("{:#}", Store::open(dir.path()).err().unwrap());
-        assert!(err.contains("is a directory"), "{err}");
-        assert!(!err.contains("unable to open database file"), "{err}");
-
-        let wrong = dir.path().join("wrong.db");
-        Connection::open(&wrong)
-            .unwrap()
-            .execute_batch("CREATE TABLE hits (name TEXT, count INTEGER)")
-            .unwrap();
-        let err = format!("{:#}", Store::open(&wrong).err().unwrap());
-        assert!(err.contains("expected schema"), "{err}");
+    fn urls_choose_postgres_and_anything_else_is_a_sqlite_file() {
+        let pg = Database::parse("postgresql://keiko:pw@db/hits").unwrap();
+        assert!(matches!(pg, Database::Postgres(_)));
+        assert!(!format!("{pg:?}").contains("pw"), "the URL is never printed");
+        assert!(matches!(Database::parse("POSTGRES://db/hits").unwrap(), Database::Postgres(_)));
+        assert_eq!(Database::parse("keiko.db").unwrap(), Database::Sqlite("keiko.db".into()));
+        assert_eq!(Database::parse("postgres.db").unwrap(), Database::Sqlite("postgres.db".into()));
+        assert!(Database::parse("").is_err());
     }
 }
