@@ -15,6 +15,27 @@ use crossbeam_utils::CachePadded;
 use crate::http::response::Status;
 use crate::http::route::Route;
 
+/// Upper bounds, in nanoseconds, of the request-latency histogram buckets (50 µs to 1 s); a
+/// 15th bucket counts the slower ones.
+const LATENCY_BOUNDS_NS: [u64; 14] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+/// Upper bounds, in seconds, of the upload-duration histogram buckets.
+const UPLOAD_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 /// Upper bounds, in seconds, of the flush-duration histogram buckets.
 const FLUSH_BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 /// Upper bounds, in seconds, of the render-duration histogram buckets.
@@ -28,15 +49,24 @@ pub struct Metrics {
     pub writer: WriterStats,
     pub library: LibraryStats,
     pub variants: VariantStats,
+    /// Time to check and store one upload, on the loops' blocking pools.
+    uploads: Histogram<{ UPLOAD_BUCKETS.len() }>,
 }
 
 /// One event-loop thread's counters; only that thread writes them.
 #[derive(Default)]
 pub struct ThreadStats {
     requests: [[AtomicU64; Status::ALL.len()]; Route::ALL.len()],
+    /// Responses per route by latency bucket (not cumulative), and their summed nanoseconds.
+    latency: [[AtomicU64; LATENCY_BUCKETS]; Route::ALL.len()],
+    latency_nanos: [AtomicU64; Route::ALL.len()],
     hits_served: AtomicU64,
     open_connections: AtomicU64,
     refused_connections: AtomicU64,
+    /// CPU time the loop's thread has used, and the share of the last second it was busy (in
+    /// millionths), both as of its last tick.
+    busy_nanos: AtomicU64,
+    busy_ppm: AtomicU64,
 }
 
 /// The hit writer's counters; only the writer thread writes them.
@@ -313,7 +343,12 @@ impl Metrics {
             writer: WriterStats::default(),
             library: LibraryStats::default(),
             variants: VariantStats::default(),
+            uploads: Histogram::new(&UPLOAD_BUCKETS),
         }
+    }
+
+    pub fn uploaded(&self, took: Duration) {
+        self.uploads.observe(took);
     }
 
     /// The counters of event-loop thread `index`, for that thread alone to write.
@@ -348,31 +383,36 @@ impl Metrics {
                 );
             }
         }
+        self.render_latency(out);
         sample(out, "keiko_hits_served_total", "counter", "Image responses that counted a hit.", served);
-        sample(out, "keiko_hits_persisted_total", "counter", "Hits committed to SQLite.", persisted);
+        sample(out, "keiko_hits_persisted_total", "counter", "Hits committed to the database.", persisted);
         sample(
             out,
             "keiko_hits_pending",
             "gauge",
-            "Hits served but not yet committed to SQLite.",
+            "Hits served but not yet committed to the database.",
             served.saturating_sub(persisted),
         );
         sample(
             out,
             "keiko_flush_failures_total",
             "counter",
-            "SQLite flushes that failed and will be retried.",
+            "Database flushes that failed and will be retried.",
             w.flush_failures.load(Relaxed),
         );
         sample(
             out,
             "keiko_db_writable",
             "gauge",
-            "1 while the last SQLite flush succeeded, 0 while flushes are failing.",
+            "1 while the last database flush succeeded, 0 while flushes are failing.",
             u64::from(!w.failing.load(Relaxed)),
         );
 
-        w.flushes.render(out, "keiko_flush_duration_seconds", "Time taken by each SQLite flush transaction.");
+        w.flushes.render(
+            out,
+            "keiko_flush_duration_seconds",
+            "Time taken by each database flush (one transaction).",
+        );
 
         let open: u64 = self.threads.iter().map(|t| t.open_connections.load(Relaxed)).sum();
         family(out, "keiko_open_connections", "gauge", "Client connections open now.");
@@ -385,10 +425,55 @@ impl Metrics {
             "Connections closed at accept because their thread had --max-conns open.",
             refused,
         );
+        family(
+            out,
+            "keiko_loop_busy_seconds_total",
+            "counter",
+            "CPU time each event loop's thread has used (its rate is the loop's busy fraction).",
+        );
+        for (i, t) in self.threads.iter().enumerate() {
+            let secs = t.busy_nanos.load(Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "keiko_loop_busy_seconds_total{{loop=\"{i}\"}} {secs}");
+        }
+        family(out, "keiko_loop_busy_ratio", "gauge", "Share of the last second each event loop was busy.");
+        for (i, t) in self.threads.iter().enumerate() {
+            let ratio = t.busy_ppm.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "keiko_loop_busy_ratio{{loop=\"{i}\"}} {ratio}");
+        }
         self.library.render(out);
         self.variants.render(out);
+        self.uploads.render(out, "keiko_upload_duration_seconds", "Time to check and store one upload.");
         family(out, "keiko_uptime_seconds", "gauge", "Seconds since keiko started.");
         let _ = writeln!(out, "keiko_uptime_seconds {:.3}", self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    fn render_latency(&self, out: &mut String) {
+        let name = "keiko_request_duration_seconds";
+        family(
+            out,
+            name,
+            "histogram",
+            "From a request's first byte read to its response's last byte handed to the kernel, by route.",
+        );
+        for route in Route::ALL {
+            let r = route as usize;
+            let label = route.label();
+            let mut cumulative = 0;
+            for (b, bound) in LATENCY_BOUNDS_NS.iter().enumerate() {
+                cumulative += self.threads.iter().map(|t| t.latency[r][b].load(Relaxed)).sum::<u64>();
+                let le = *bound as f64 / 1e9;
+                let _ = writeln!(out, "{name}_bucket{{route=\"{label}\",le=\"{le}\"}} {cumulative}");
+            }
+            let slower: u64 =
+                self.threads.iter().map(|t| t.latency[r][LATENCY_BUCKETS - 1].load(Relaxed)).sum();
+            let count = cumulative + slower;
+            let nanos: u64 = self.threads.iter().map(|t| t.latency_nanos[r].load(Relaxed)).sum();
+            let _ = writeln!(out, "{name}_bucket{{route=\"{label}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{name}_sum{{route=\"{label}\"}} {}", nanos as f64 / 1e9);
+            let _ = writeln!(out, "{name}_count{{route=\"{label}\"}} {count}");
+        }
     }
 }
 
@@ -402,8 +487,26 @@ fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 }
 
 impl ThreadStats {
+    /// A response sent: counted by route and status, its latency by route.
+    pub fn responded(&self, route: Route, status: Status, took: Duration) {
+        let r = route as usize;
+        add(&self.requests[r][status as usize], 1);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket =
+            LATENCY_BOUNDS_NS.iter().position(|&bound| nanos <= bound).unwrap_or(LATENCY_BUCKETS - 1);
+        add(&self.latency[r][bucket], 1);
+        add(&self.latency_nanos[r], nanos);
+    }
+
+    /// A response that never began with a request's bytes (a timed-out head): counted, not timed.
     pub fn request(&self, route: Route, status: Status) {
         add(&self.requests[route as usize][status as usize], 1);
+    }
+
+    /// The loop thread's CPU time now, and its busy share of the window just ended.
+    pub fn set_busy(&self, cpu: Duration, ratio: f64) {
+        self.busy_nanos.store(u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.busy_ppm.store((ratio.clamp(0.0, 1.0) * 1e6) as u64, Relaxed);
     }
 
     pub fn hit_served(&self) {

@@ -99,7 +99,7 @@ fn check_route(path: &[u8], query: &[u8]) -> Option<Route> {
                 }
             }
         }
-        Target::Info(name) => segment(name),
+        Target::Info(name) | Target::Thumbnail(name) => segment(name),
         Target::List { page, limit } => assert!(page >= 1 && (1..=MAX_LIMIT).contains(&limit)),
         _ => {}
     }

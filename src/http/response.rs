@@ -171,6 +171,15 @@ pub static NOT_READY: Canned = canned!(
     "no image is ready yet\n",
     "22"
 );
+/// `/readyz` once a stopping signal began the drain: load balancers take the node out while it
+/// still answers what reaches it.
+pub static DRAINING: Canned = canned!(
+    Status::ServiceUnavailable,
+    "503 Service Unavailable",
+    "Cache-Control: no-store\r\n",
+    "draining: shutting down\n",
+    "24"
+);
 /// A new rendition was asked for while the render queue is full.
 pub static BUSY: Canned = canned!(
     Status::ServiceUnavailable,
@@ -348,6 +357,7 @@ mod tests {
             &HEALTHY,
             &READY,
             &NOT_READY,
+            &DRAINING,
             &BUSY,
             &UNAUTHORIZED,
             &DELETE_FAILED,

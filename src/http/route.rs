@@ -49,12 +49,14 @@ pub enum Route {
     Info,
     /// `/v2/list`.
     List,
+    /// `/dashboard` and its thumbnails.
+    Dashboard,
     /// Anything else: 404.
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::Random,
         Route::Image,
         Route::Hits,
@@ -67,6 +69,7 @@ impl Route {
         Route::Ascii,
         Route::Info,
         Route::List,
+        Route::Dashboard,
         Route::Unknown,
     ];
 
@@ -84,6 +87,7 @@ impl Route {
             Route::Ascii => "/ascii",
             Route::Info => "/images/info",
             Route::List => "/v2/list",
+            Route::Dashboard => "/dashboard",
             Route::Unknown => "other",
         }
     }
@@ -112,6 +116,9 @@ pub enum Target<'a> {
     Health,
     Ready,
     Metrics,
+    Dashboard,
+    /// An image's thumbnail on the dashboard, by its still percent-encoded name.
+    Thumbnail(&'a [u8]),
     Unknown,
 }
 
@@ -168,6 +175,7 @@ impl Target<'_> {
             Target::Health => Route::Health,
             Target::Ready => Route::Ready,
             Target::Metrics => Route::Metrics,
+            Target::Dashboard | Target::Thumbnail(_) => Route::Dashboard,
             Target::Unknown => Route::Unknown,
         }
     }
@@ -180,10 +188,17 @@ pub fn route<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Target<'a>, BadParam
         b"/healthz" => Some(Target::Health),
         b"/readyz" => Some(Target::Ready),
         b"/metrics" => Some(Target::Metrics),
+        b"/dashboard" => Some(Target::Dashboard),
         _ => None,
     };
     if let Some(target) = fixed {
         return Ok(target);
+    }
+    if let Some(name) = path.strip_prefix(b"/dashboard/thumb/") {
+        if name.is_empty() || name.contains(&b'/') || name.len() > MAX_ENCODED_NAME {
+            return Ok(Target::Unknown);
+        }
+        return Ok(Target::Thumbnail(name));
     }
     if path == b"/images" {
         let q = Query::parse(query)?;
@@ -482,6 +497,9 @@ mod tests {
             ("/ascii", Route::Ascii),
             ("/images/a/info", Route::Info),
             ("/v2/list", Route::List),
+            ("/dashboard", Route::Dashboard),
+            ("/dashboard/thumb/a.png", Route::Dashboard),
+            ("/dashboard/thumb/a/b", Route::Unknown),
             ("/nope", Route::Unknown),
         ] {
             assert_eq!(ok(path).route(), want, "{path}");

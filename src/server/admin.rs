@@ -146,10 +146,12 @@ pub async fn upload(
         };
         admin.store(name.as_deref(), &bytes)
     };
+    let started = std::time::Instant::now();
     let stored = match monoio::spawn_blocking(store).await {
         Ok(result) => result,
         Err(_) => Err(Refused::Io(std::io::Error::other("the blocking pool dropped the job"))),
     };
+    w.shared.metrics.uploaded(started.elapsed());
     let stored = match stored {
         Ok(stored) => stored,
         Err(Refused::Unsupported(why)) => {

@@ -43,8 +43,8 @@ struct Ask<'b> {
     head_only: bool,
     accepts_gzip: bool,
     if_none_match: Option<&'b [u8]>,
-    /// The source image's hit identity.
-    hit: u32,
+    /// The source image's hit identity, if serving it counts a hit.
+    hit: Option<u32>,
 }
 
 /// Answers a request for `variant` of the image `pick` names.
@@ -89,7 +89,8 @@ pub fn rendition<'b>(
         head_only,
         accepts_gzip: req.accepts_gzip,
         if_none_match: req.if_none_match,
-        hit: image.tally.id,
+        // The dashboard's thumbnails are for the operator, not served images: no hit.
+        hit: (route != Route::Dashboard).then_some(image.tally.id),
     };
     if let Some(rendered) = w.memo(&key) {
         return Step::Done(send(w, &ask, rendered, wire));
@@ -140,7 +141,7 @@ fn send(w: &Worker, ask: &Ask, rendered: Arc<Rendered>, wire: &mut Wire) -> Answ
         route: ask.route,
         status: Status::Ok,
         connection: ask.connection,
-        hit: (!ask.head_only).then_some(ask.hit),
+        hit: ask.hit.filter(|_| !ask.head_only),
     }
 }
 

@@ -5,14 +5,14 @@
 //! borrow from the buffer, an answer is a choice of pre-built slices from this loop's catalogue
 //! snapshot loaded into the connection's reusable [`Wire`] (which holds the snapshot, through a
 //! thread-local `Rc`, until the bytes are sent), a hit is a non-blocking `try_send`, and the
-//! counters belong to this thread alone.
+//! counters and latency histograms belong to this thread alone (two vDSO clock reads a request).
 //! (`/hits`, `/metrics`, the JSON list and info and the 400s are rendered on demand into the
 //! Wire's reusable buffer; renditions come from `api`, which may wait for a render thread
 //! without blocking the loop.)
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -24,6 +24,7 @@ use super::wire::{write_all, Wire};
 use super::worker::Worker;
 use crate::admin::body::Framing;
 use crate::catalog::Catalog;
+use crate::dashboard;
 use crate::hits;
 use crate::http::request::{self, Method, Parsed, Rejection, Request, MAX_HEAD};
 use crate::http::response::{self, etag_matches, Canned, Connection, Status};
@@ -48,6 +49,11 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
     let mut wire = Wire::new();
     // When the connection began waiting for the request now being read (coarse clock).
     let mut request_since = None;
+    // When the last read completed, and when the first byte of the next request to answer was
+    // read: the start of its latency. Bytes left in the buffer after a response came with the
+    // last read (anything complete before it was answered before reading again).
+    let mut read_at = Instant::now();
+    let mut first_byte_at = read_at;
     loop {
         let mut used = 0;
         loop {
@@ -66,8 +72,7 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                             admin::lookup(&w, lookup, request.connection, &mut wire).await
                         }
                         Step::Delete(deletion) => {
-                            let connection =
-                                if w.stopping() { Connection::Close } else { request.connection };
+                            let connection = if w.closing() { Connection::Close } else { request.connection };
                             admin::delete(&w, deletion, connection, &mut wire).await
                         }
                     }
@@ -76,7 +81,8 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             };
             let (written, back) = write_all(&mut stream, wire).await;
             wire = back;
-            w.stats.request(answer.route, answer.status);
+            w.stats.responded(answer.route, answer.status, first_byte_at.elapsed());
+            first_byte_at = read_at;
             if written.is_err() {
                 return;
             }
@@ -99,6 +105,10 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
         let filled = buf.len();
         let (read, back) = stream.read(buf.slice_mut(filled..MAX_HEAD)).await;
         buf = back.into_inner();
+        read_at = Instant::now();
+        if filled == 0 {
+            first_byte_at = read_at;
+        }
         slot.done_waiting();
         if !matches!(read, Ok(n) if n > 0) {
             if slot.expired() && !buf.is_empty() {
@@ -112,7 +122,7 @@ pub async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
 }
 
 fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
-    let connection = if w.stopping() { Connection::Close } else { req.connection };
+    let connection = if w.closing() { Connection::Close } else { req.connection };
     let head_only = req.method == Method::Head;
     #[cfg(debug_assertions)]
     if req.path == b"/debug/panic" {
@@ -168,7 +178,17 @@ fn answer<'b>(w: &Worker, req: &Request<'b>, wire: &mut Wire) -> Step<'b> {
         (Target::List { page, limit }, _) => {
             return Step::Done(api::list(w, &catalog, page, limit, connection, head_only, wire))
         }
+        (Target::Dashboard, _) => {
+            let page = &*dashboard::PAGE;
+            wire.load(&page.head, w.tails(), connection, if head_only { &[] } else { &page.body });
+            return Step::Done(Answer { route, status: Status::Ok, connection, hit: None });
+        }
+        (Target::Thumbnail(name), _) => {
+            let pick = Pick::Named(name);
+            return api::rendition(w, req, &catalog, pick, dashboard::THUMBNAIL, route, connection, wire);
+        }
         (Target::Health, _) => &response::HEALTHY,
+        (Target::Ready, _) if w.shared.draining() => &response::DRAINING,
         (Target::Ready, _) if catalog.is_ready() => &response::READY,
         (Target::Ready, _) => &response::NOT_READY,
         (Target::Hits, _) => {

@@ -51,6 +51,7 @@ pub struct Shared {
     /// Open connections per event loop; past it, new ones are closed at once.
     pub max_conns: usize,
     stopping: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -70,7 +71,13 @@ impl Shared {
             header_timeout,
             max_conns,
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// True once shutdown announced itself: `/readyz` answers 503 and responses close.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -228,6 +235,13 @@ pub fn start(
 }
 
 impl Server {
+    /// Begins a graceful stop: `/readyz` answers 503 and every response closes its connection,
+    /// while the loops go on serving, so that a load balancer's health check moves the traffic
+    /// away before the listeners close.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
     /// Stops accepting, lets every loop finish the responses in flight, and waits for them.
     pub fn stop(self) {
         self.shared.stopping.store(true, Ordering::Release);

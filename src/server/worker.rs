@@ -59,6 +59,8 @@ pub struct Worker {
     /// Milliseconds since the thread started, as of the last tick.
     clock: Cell<u64>,
     stopping: Cell<bool>,
+    /// Set from shutdown or the drain before it: every answer closes its connection.
+    closing: Cell<bool>,
 }
 
 impl Worker {
@@ -97,9 +99,10 @@ impl Worker {
         self.clock.get()
     }
 
-    /// True once shutdown began: answer what is in flight with `Connection: close`.
-    pub fn stopping(&self) -> bool {
-        self.stopping.get()
+    /// True once draining or shutdown began: answer with `Connection: close`, so that clients
+    /// move to the nodes that stay.
+    pub fn closing(&self) -> bool {
+        self.closing.get()
     }
 }
 
@@ -123,6 +126,7 @@ pub fn run(
         memo: RefCell::new(HashMap::new()),
         clock: Cell::new(0),
         stopping: Cell::new(false),
+        closing: Cell::new(false),
     });
     // The write routes' file work (unlink, fsync) runs on a small blocking pool, off the loop.
     let blocking = || Box::new(DefaultThreadPool::new(2));
@@ -163,6 +167,7 @@ async fn serve(
     accept(&listener, &w).await;
 
     w.stopping.set(true);
+    w.closing.set(true);
     w.conns.end_waits();
     let deadline = Instant::now() + DRAIN_GRACE;
     while w.conns.len() > 0 && Instant::now() < deadline {
@@ -228,8 +233,13 @@ async fn tick(w: Rc<Worker>) {
     let timeout_ms = w.shared.header_timeout.as_millis() as u64;
     let started = Instant::now();
     let mut second = unix_second(SystemTime::now());
+    let mut busy = BusyMeter::new();
     while !w.stopping.get() {
         monoio::time::sleep(every).await;
+        busy.sample(w.stats);
+        if w.shared.draining() {
+            w.closing.set(true);
+        }
         w.refresh_catalog();
         w.memo.borrow_mut().clear();
         w.clock.set(started.elapsed().as_millis() as u64);
@@ -241,6 +251,40 @@ async fn tick(w: Rc<Worker>) {
         w.conns.expire(w.clock.get(), timeout_ms);
         w.hits.retry_held();
     }
+}
+
+/// Measures the loop's busy fraction from its thread's CPU clock: io_uring waits sleep off the
+/// CPU, so CPU time over wall time is the share of time spent working (kernel time included).
+struct BusyMeter {
+    window_start: Instant,
+    cpu_at_start: Duration,
+}
+
+/// How long a window the busy fraction is averaged over.
+const BUSY_WINDOW: Duration = Duration::from_secs(1);
+
+impl BusyMeter {
+    fn new() -> BusyMeter {
+        BusyMeter { window_start: Instant::now(), cpu_at_start: thread_cpu_time() }
+    }
+
+    fn sample(&mut self, stats: &ThreadStats) {
+        let elapsed = self.window_start.elapsed();
+        if elapsed < BUSY_WINDOW {
+            return;
+        }
+        let cpu = thread_cpu_time();
+        let ratio = cpu.saturating_sub(self.cpu_at_start).as_secs_f64() / elapsed.as_secs_f64();
+        stats.set_busy(cpu, ratio);
+        *self = BusyMeter { window_start: Instant::now(), cpu_at_start: cpu };
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the struct passed.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn unix_second(t: SystemTime) -> u64 {
