@@ -2,33 +2,45 @@
 # Runs keiko's whole test suite: unit tests beside the code and the integration tests in tests/,
 # which start the real binary on free ports (tests/faults.rs among them: floods, descriptor
 # exhaustion, idle and slow clients, panics, a stalled writer, database faults, restarts under
-# load). Installs what the tests need when it is missing (promtool, from Debian's prometheus
-# package, checks the /metrics output), so it works on a fresh Debian or Ubuntu machine with Rust.
+# load, PostgreSQL stopped under load, Chromium on the dashboard). Installs what the tests need
+# when it is missing (Debian packages, below), so it works on a fresh Debian machine with Rust.
 #
 #   scripts/test.sh [--fuzz SECONDS] [--soak SECONDS] [cargo test arguments...]
 #
 #   --fuzz S   afterwards, fuzz the request reader for S seconds (scripts/fuzz.sh)
 #   --soak S   afterwards, run the mixed-load soak for S seconds (scripts/soak.sh)
+#   --fleet    afterwards, run the fleet check's quick mode (scripts/fleet.sh --quick)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-FUZZ=""; SOAK=""; CARGO_ARGS=()
+FUZZ=""; SOAK=""; FLEET=""; CARGO_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --fuzz) FUZZ="$2"; shift ;;
     --soak) SOAK="$2"; shift ;;
+    --fleet) FLEET=1 ;;
     *) CARGO_ARGS+=("$1") ;;
   esac
   shift
 done
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing promtool (Debian package 'prometheus')" >&2
+# What the tests drive for real, from Debian's packages: promtool checks the /metrics output,
+# PostgreSQL holds a fleet's hits (tests/postgres.rs), Chromium loads the dashboard
+# (tests/dashboard.rs), HAProxy fronts the fleet (scripts/fleet.sh --quick).
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing Debian packages: ${missing[*]}" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 cargo test --all-targets "${CARGO_ARGS[@]}"
 if [ -n "$FUZZ" ]; then scripts/fuzz.sh "$FUZZ"; fi
 if [ -n "$SOAK" ]; then scripts/soak.sh --duration "$SOAK"; fi
+if [ -n "$FLEET" ]; then scripts/fleet.sh --quick; fi

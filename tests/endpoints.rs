@@ -147,6 +147,18 @@ fn metrics_are_valid_prometheus_text_with_the_promised_series() {
         "keiko_db_writable 1",
         "keiko_flush_failures_total 0",
         "keiko_uptime_seconds",
+        r#"keiko_request_duration_seconds_bucket{route="/",le="0.00005"}"#,
+        r#"keiko_request_duration_seconds_bucket{route="/",le="1"} 1"#,
+        r#"keiko_request_duration_seconds_bucket{route="/",le="+Inf"} 1"#,
+        r#"keiko_request_duration_seconds_count{route="/"} 1"#,
+        r#"keiko_request_duration_seconds_count{route="other"} 1"#,
+        r#"keiko_request_duration_seconds_sum{route="/"}"#,
+        r#"keiko_loop_busy_seconds_total{loop="1"}"#,
+        r#"keiko_loop_busy_ratio{loop="0"}"#,
+        "keiko_render_queue_depth 0",
+        "keiko_encode_duration_seconds_count",
+        "keiko_render_duration_seconds_count 0",
+        "keiko_upload_duration_seconds_count 0",
     ] {
         assert!(text.lines().any(|l| l.starts_with(series)), "missing {series} in:\n{text}");
     }

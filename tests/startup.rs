@@ -44,6 +44,7 @@ fn help_documents_every_option_and_its_variable() {
         ("--max-file-bytes", "KEIKO_MAX_FILE_BYTES"),
         ("--encoders", "KEIKO_ENCODERS"),
         ("--rescan-secs", "KEIKO_RESCAN_SECS"),
+        ("--drain-ms", "KEIKO_DRAIN_MS"),
     ] {
         assert!(
             help.contains(flag) && help.contains(&format!("env: {var}")),
@@ -231,4 +232,23 @@ fn environment_variables_configure_keiko() {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_stop_with_a_drain_keeps_serving_while_readyz_says_503() {
+    let options = Options::default().arg("--drain-ms", "1500");
+    let (_images, _tmp, keiko) = common::start_standard(options);
+    assert_eq!(keiko.get("/readyz").status, 200);
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(keiko.pid(), libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(400));
+    let ready = keiko.get("/readyz");
+    assert_eq!((ready.status, &ready.body[..]), (503, &b"draining: shutting down\n"[..]));
+    let image = keiko.request("GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(image.status, 200, "images are still served while draining");
+    assert_eq!(image.header("Connection"), Some("close"), "so that clients move to other nodes");
+    let (status, took, log) = keiko.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{log}");
+    assert!(took >= Duration::from_millis(600), "the drain lasts its 1.5 s before the stop ({took:?})");
+    assert!(log.contains("draining for 1500 ms"), "{log}");
 }

@@ -17,6 +17,8 @@ use zune_core::colorspace::ColorSpace;
 use zune_image::codecs::ImageFormat;
 use zune_image::image::Image;
 
+pub mod postgres;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_keiko");
 
 /// A directory of test images in every supported format, plus files keiko must skip or ignore.
