@@ -117,7 +117,7 @@ say "PostgreSQL on 127.0.0.1:$PG_PORT; keiko on ${NODES[*]} port $PORT"
 LB="127.0.0.10:$(free_port)"
 cat > "$RUN/haproxy.cfg" <<EOF
 global
-    maxconn 4000
+    maxconn 8000
     stats socket $RUN/haproxy.sock mode 600 level admin
 defaults
     mode http
@@ -156,7 +156,7 @@ sys.stdout.write(out.decode())' "$RUN/haproxy.sock"; }
 
 # --- load, with node 2 stopped and started again mid-run ----------------------------------------
 say "load: wrk -t2 -c32 for ${DURATION}s and k6 $K6_SCRIPT through http://$LB"
-wrk -t2 -c32 -d"${DURATION}s" "http://$LB/" > "$RUN/wrk.txt" 2>&1 &
+wrk -t2 -c32 -d"${DURATION}s" --timeout 10s "http://$LB/" > "$RUN/wrk.txt" 2>&1 &
 WRK=$!; PIDS+=($WRK)
 KEIKO_URL="http://$LB" KEIKO_SUMMARY="$RUN/k6-summary.json" k6 run -q --no-color "$K6_SCRIPT" \
   > "$RUN/k6.txt" 2>&1 &
