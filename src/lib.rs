@@ -1,5 +1,6 @@
 //! keiko: serves a random image from a directory as WebP, from the page cache, on one io_uring
-//! event loop per core, and records every hit in SQLite without ever making a request wait for it.
+//! event loop per core, and records every hit in SQLite (or, for a fleet, PostgreSQL) without ever
+//! making a request wait for it.
 //!
 //! ```text
 //!  library:  images/ --watch, encode at idle priority, on-disk cache--> catalogue snapshots
