@@ -55,7 +55,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let variant_options = config.variants()?;
     let admin_token = config.admin_token()?;
     let mut store = Store::open(&config.db)?;
-    let known = store.counts()?;
+    let known = store.starting_counts()?;
     let database = store.describe();
     let registry: &'static Registry = leak(Registry::new(known));
     let metrics = leak(Metrics::new(threads));

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::Read;
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::postgres::{self, Postgres};
@@ -76,7 +78,7 @@ fn two_nodes_sharing_one_database_sum_exactly() {
     assert!(total >= report_a.ok() + report_b.ok() && report_a.ok() > 0 && report_b.ok() > 0);
     let fleet_view = |k: &Keiko| k.hits().values().sum::<u64>();
     assert!(
-        eventually(Duration::from_secs(5), || fleet_view(&a) == total && fleet_view(&b) == total),
+        eventually(Duration::from_secs(15), || fleet_view(&a) == total && fleet_view(&b) == total),
         "each node's /hits shows both nodes' hits: {} and {} of {total}",
         fleet_view(&a),
         fleet_view(&b)
@@ -95,19 +97,30 @@ fn two_nodes_sharing_one_database_sum_exactly() {
     assert_eq!(pg.counts(), expected, "and per image");
 }
 
+/// Starts keiko on `db`, which must refuse to start: its stderr (the wait is bounded).
+fn refused_start(images: &Images, db: &str, env: &[(&str, &str)]) -> String {
+    let mut child = common::command()
+        .args(["--addr", "127.0.0.1:0", "--images"])
+        .arg(images.path())
+        .args(["--db", db])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_for(&mut child, Duration::from_secs(30));
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!status.success(), "keiko started:\n{stderr}");
+    stderr
+}
+
 #[test]
 fn a_wrong_password_stops_startup_with_a_clear_error_that_hides_it() {
     let images = Images::standard();
     let pg = Postgres::start();
     let url = format!("postgres://keiko:not-{}@127.0.0.1:{}/hits", postgres::PASSWORD, pg.port);
-    let out = common::command()
-        .args(["--addr", "127.0.0.1:0", "--images"])
-        .arg(images.path())
-        .args(["--db", &url])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused_start(&images, &url, &[]);
     assert!(stderr.contains("cannot use PostgreSQL at postgres://keiko@127.0.0.1:"), "{stderr}");
     assert!(stderr.contains("password authentication failed"), "{stderr}");
     assert!(!stderr.contains("not-s3cret"), "the password must not be shown:\n{stderr}");
@@ -126,4 +139,41 @@ fn a_flush_retried_after_a_lost_reply_is_added_once() {
     let next = store.add(&["a.png"], &[1], 2).unwrap();
     assert_eq!(next["a.png"], 4);
     assert_eq!(pg.sum(), 8);
+}
+
+#[test]
+fn a_node_started_while_postgres_is_down_serves_and_writes_its_hits_once_it_is_up() {
+    let images = Images::standard();
+    let mut pg = Postgres::start();
+    pg.stop();
+    let keiko = node(&images, &pg, with_password());
+    for _ in 0..20 {
+        assert_eq!(keiko.get("/").status, 200, "serving does not wait for the database");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || keiko.hits().values().sum::<u64>() == 20),
+        "/hits counts what waits in memory"
+    );
+    assert!(keiko.log().contains("does not answer"), "{}", keiko.log());
+    pg.resume();
+    assert!(
+        eventually(Duration::from_secs(15), || keiko.metric("keiko_hits_persisted_total") == 20.0),
+        "the held hits are written once PostgreSQL answers:\n{}",
+        keiko.log()
+    );
+    assert_eq!(pg.sum(), 20);
+    let (status, _, log) = keiko.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_hits_table_of_another_shape_stops_startup_naming_the_schema() {
+    let images = Images::standard();
+    let pg = Postgres::start();
+    pg.execute("CREATE TABLE hits (name TEXT, count INTEGER)");
+    let stderr = refused_start(&images, &pg.url(), &[("PGPASSWORD", postgres::PASSWORD)]);
+    assert!(
+        stderr.contains("does not have the expected schema: name TEXT PRIMARY KEY, count BIGINT"),
+        "{stderr}"
+    );
 }

@@ -8,13 +8,15 @@
 //! batch's rows are sorted by name so that nodes flushing together lock rows in one order and
 //! never deadlock.
 //!
-//! The connection is made at start (so a wrong URL, password or schema stops keiko there) and
-//! again whenever a flush finds it broken; the writer's retries with backoff pace the attempts.
+//! The connection is made at start, so that a wrong password, database or table shape stops keiko
+//! there (a server that does not answer at all does not: keiko serves and holds the hits, as it
+//! does when the server goes away later), and again whenever a flush finds it broken, the tables
+//! checked on each new connection; the writer's retries with backoff pace the attempts.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::Context;
+use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls};
 
 use super::libpq;
@@ -45,6 +47,8 @@ pub struct Postgres {
     node: String,
     /// Where the database is, without the password.
     pub describe: String,
+    /// Whether old rows of `keiko_flushes` were removed yet (once per process).
+    pruned: bool,
 }
 
 /// What one flush did.
@@ -66,19 +70,32 @@ impl Postgres {
             .options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
         let describe = libpq::describe(&config);
         let node = format!("{}-{}-{:016x}", hostname(), std::process::id(), fastrand::u64(..));
-        let context = || format!("cannot use PostgreSQL at {describe}");
-        let mut store = Postgres { config, client: None, node, describe: describe.clone() };
-        let client = store.client().with_context(context)?;
-        // Nodes starting together may race to create the tables; the loser's retry sees them.
-        let created = client.batch_execute(SCHEMA).or_else(|_| client.batch_execute(SCHEMA));
-        created.with_context(context)?;
-        client.batch_execute(PRUNE).with_context(context)?;
-        client.prepare(FLUSH).with_context(|| {
-            format!(
-                "{}: its hits table does not have the expected schema (name TEXT PRIMARY KEY, count BIGINT)",
-                context()
-            )
-        })?;
+        let mut store = Postgres { config, client: None, node, describe, pruned: false };
+        match store.client() {
+            Ok(_) => {}
+            // No answer at all (refused, unreachable, timed out): serve anyway, holding the hits
+            // until it answers, as when it goes away later. An answer that refuses (login,
+            // database, schema) is a configuration the operator must fix: stop here.
+            Err(e) if e.as_db_error().is_none() => tracing::warn!(
+                "PostgreSQL at {} does not answer ({e}); serving anyway, hits wait in memory until it does",
+                store.describe
+            ),
+            Err(e) => {
+                let wrong_table = [
+                    SqlState::INVALID_COLUMN_REFERENCE,
+                    SqlState::UNDEFINED_COLUMN,
+                    SqlState::DATATYPE_MISMATCH,
+                ];
+                let hint = match e.code() {
+                    Some(code) if wrong_table.contains(code) => {
+                        " (its hits table does not have the expected schema: name TEXT PRIMARY KEY, count BIGINT)"
+                    }
+                    _ => "",
+                };
+                let context = format!("cannot use PostgreSQL at {}{hint}", store.describe);
+                return Err(anyhow::Error::new(e).context(context));
+            }
+        }
         Ok(store)
     }
 
@@ -100,9 +117,21 @@ impl Postgres {
         Ok(Applied::Totals(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64)).collect()))
     }
 
-    fn client(&mut self) -> anyhow::Result<&mut Client> {
+    /// The connection, made (and the tables checked) if there is none.
+    fn client(&mut self) -> Result<&mut Client, postgres::Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = Some(self.config.connect(NoTls)?);
+            let mut client = self.config.connect(NoTls)?;
+            // Nodes starting together may race to create the tables; the loser's retry sees them.
+            client.batch_execute(SCHEMA).or_else(|_| client.batch_execute(SCHEMA))?;
+            if !self.pruned {
+                client.batch_execute(PRUNE)?;
+                self.pruned = true;
+            }
+            // Planned, not run: fails when `hits` has another shape than the upsert needs (a
+            // missing unique index on `name` shows only when the statement is planned).
+            let (names, counts): (&[&str], &[i64]) = (&[], &[]);
+            client.query(&format!("EXPLAIN {FLUSH}"), &[&names, &counts, &self.node, &0i64])?;
+            self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected just above"))
     }
@@ -113,11 +142,11 @@ impl Postgres {
         &mut self,
         query: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> anyhow::Result<T> {
-        let result = self.client().and_then(|client| Ok(query(client)?));
+        let result = self.client().and_then(query);
         if result.is_err() {
             self.client = None;
         }
-        result
+        Ok(result?)
     }
 }
 

@@ -69,6 +69,15 @@ impl Store {
         }
     }
 
+    /// The counts to start from: those in the database, or none when PostgreSQL does not answer
+    /// yet (the writer's read-back fills them in once it does).
+    pub fn starting_counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
+        match self {
+            Store::Sqlite(..) => self.counts(),
+            Store::Postgres(pg) => Ok(pg.counts().unwrap_or_default()),
+        }
+    }
+
     /// Every image's count in the database, by name.
     pub fn counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
         match self {

@@ -88,6 +88,11 @@ impl Postgres {
         row.get::<_, i64>(0) as u64
     }
 
+    /// Runs SQL in the `hits` database.
+    pub fn execute(&self, sql: &str) {
+        self.client(DATABASE).batch_execute(sql).unwrap();
+    }
+
     pub fn counts(&self) -> HashMap<String, u64> {
         let rows = self.client(DATABASE).query("SELECT name, count FROM hits", &[]).unwrap();
         rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect()
