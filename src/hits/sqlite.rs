@@ -7,7 +7,7 @@
 //! of discovering it on the first flush.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,6 +26,7 @@ const FLUSH_BUSY_TIMEOUT: Duration = Duration::from_millis(50);
 
 pub struct Sqlite {
     conn: Connection,
+    pub path: PathBuf,
 }
 
 impl Sqlite {
@@ -53,11 +54,15 @@ impl Sqlite {
         conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
             .with_context(|| format!("{}: cannot write to it", context()))?;
         conn.busy_timeout(FLUSH_BUSY_TIMEOUT).with_context(context)?;
-        Ok(Sqlite { conn })
+        Ok(Sqlite { conn, path: path.to_path_buf() })
     }
 
     /// The counts already recorded, by image name.
     pub fn counts(&self) -> anyhow::Result<HashMap<String, u64>> {
+        self.read_counts().with_context(|| format!("cannot read hits from {}", self.path.display()))
+    }
+
+    fn read_counts(&self) -> rusqlite::Result<HashMap<String, u64>> {
         let mut stmt = self.conn.prepare("SELECT name, count FROM hits WHERE name IS NOT NULL")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?;
         let mut counts = HashMap::new();

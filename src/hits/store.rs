@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use super::postgres::{Applied, Postgres};
 use super::sqlite::Sqlite;
 
@@ -49,14 +47,14 @@ impl std::fmt::Debug for Database {
 }
 
 pub enum Store {
-    Sqlite(Sqlite, PathBuf),
+    Sqlite(Sqlite),
     Postgres(Box<Postgres>),
 }
 
 impl Store {
     pub fn open(db: &Database) -> anyhow::Result<Store> {
         Ok(match db {
-            Database::Sqlite(path) => Store::Sqlite(Sqlite::open(path)?, path.clone()),
+            Database::Sqlite(path) => Store::Sqlite(Sqlite::open(path)?),
             Database::Postgres(url) => Store::Postgres(Box::new(Postgres::open(url)?)),
         })
     }
@@ -64,7 +62,7 @@ impl Store {
     /// Where the hits go, for logs: never a password.
     pub fn describe(&self) -> String {
         match self {
-            Store::Sqlite(_, path) => path.display().to_string(),
+            Store::Sqlite(db) => db.path.display().to_string(),
             Store::Postgres(pg) => pg.describe.clone(),
         }
     }
@@ -81,9 +79,7 @@ impl Store {
     /// Every image's count in the database, by name.
     pub fn counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
         match self {
-            Store::Sqlite(db, path) => {
-                db.counts().with_context(|| format!("cannot read hits from {}", path.display()))
-            }
+            Store::Sqlite(db) => db.counts(),
             Store::Postgres(pg) => pg.counts(),
         }
     }
@@ -93,7 +89,7 @@ impl Store {
     /// (none when an earlier attempt of this batch had already committed).
     pub fn add(&mut self, names: &[&str], counts: &[i64], seq: u64) -> anyhow::Result<HashMap<String, u64>> {
         match self {
-            Store::Sqlite(db, _) => {
+            Store::Sqlite(db) => {
                 let totals = db.add(names, counts)?;
                 Ok(names.iter().map(|n| n.to_string()).zip(totals).collect())
             }
