@@ -40,7 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-cargo test --all-targets "${CARGO_ARGS[@]}"
+cargo test --all-targets --features test-hooks "${CARGO_ARGS[@]}"
 if [ -n "$FUZZ" ]; then scripts/fuzz.sh "$FUZZ"; fi
 if [ -n "$SOAK" ]; then scripts/soak.sh --duration "$SOAK"; fi
 # The fleet check runs the debug binary the tests just built: it checks behaviour, not speed, and

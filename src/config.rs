@@ -153,17 +153,17 @@ impl Config {
         threads_or_cores(self.threads, "--threads/KEIKO_THREADS")
     }
 
-    pub fn flush_interval(&self) -> Duration {
+    pub(crate) fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_ms)
     }
 
-    pub fn header_timeout(&self) -> Duration {
+    pub(crate) fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
     }
 
     /// The cache directory: as configured, or `<db stem>-cache` next to a SQLite database, or
     /// `keiko-cache` in the working directory.
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| match self.db.sqlite_path() {
             Some(db) => {
                 let stem = db.file_stem().map_or("keiko".into(), |s| s.to_string_lossy());
@@ -190,7 +190,7 @@ impl Config {
         })
     }
 
-    pub fn upload_limits(&self) -> UploadLimits {
+    pub(crate) fn upload_limits(&self) -> UploadLimits {
         UploadLimits {
             max_bytes: self.max_upload_bytes,
             body_timeout: Duration::from_millis(self.body_timeout_ms),
@@ -199,7 +199,7 @@ impl Config {
     }
 
     /// The admin token from the flag, the variable or the file, if one is configured.
-    pub fn admin_token(&self) -> anyhow::Result<Option<Token>> {
+    pub(crate) fn admin_token(&self) -> anyhow::Result<Option<Token>> {
         match (&self.admin_token, &self.admin_token_file) {
             (Some(token), _) => {
                 token.parse().map(Some).map_err(|e| anyhow::anyhow!("--admin-token/KEIKO_ADMIN_TOKEN: {e}"))
@@ -209,7 +209,7 @@ impl Config {
         }
     }
 
-    pub fn variants(&self) -> anyhow::Result<variants::Options> {
+    pub(crate) fn variants(&self) -> anyhow::Result<variants::Options> {
         let renderers = threads_or_cores(self.renderers, "--renderers/KEIKO_RENDERERS")?;
         Ok(variants::Options {
             dir: (self.variant_disk_mb > 0).then(|| self.cache_dir().join("variants")),

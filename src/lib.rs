@@ -10,44 +10,75 @@
 //!            crossbeam channel --> writer thread --one transaction per flush--> SQLite or PostgreSQL
 //! ```
 //!
-//! [`run`] wires the pieces together, listening before the library has looked at a single image,
-//! and owns the signals: SIGHUP rescans the directory, the stopping signals stop the loops and let
-//! the writer flush every hit they handed over, and the other catchable signals that would end the
-//! process are logged and ignored, so none of them can lose a hit.
+//! The rooms: [`config`] turns flags and environment into what the program uses; `library` owns
+//! the directory (scan, watch, encode pool, disk cache) and publishes `catalog` snapshots;
+//! [`http`] parses, frames bodies, routes and builds responses, with no I/O; `server` runs the
+//! loops, the connections and the handlers; [`variants`] makes renditions off the loops; `hits`
+//! carries hits to the database; `admin` holds the write routes' rules; `metrics` exposes what
+//! every room counts; `dashboard` is the operator's page.
+//!
+//! [`start`] wires the pieces together, listening before the library has looked at a single
+//! image, and returns the [`Running`] server; the binary owns the signals and calls
+//! [`Running::rescan`], [`Running::drain`] and [`Running::stop`], which lets tests run keiko in
+//! their own process.
+//!
+//! Errors follow one rule. Where a caller branches on the cause, the error is a typed enum (a
+//! refused upload, a body that is too large or malformed, a request that is rejected, a refused
+//! parameter); at the edges, where the cause is only reported (startup, a render, the database,
+//! the filesystem), it is an `anyhow::Error` with context. No error is a bare `String`.
 
-pub mod admin;
-pub mod catalog;
+mod admin;
+mod catalog;
 pub mod config;
-pub mod dashboard;
-pub mod hits;
+mod dashboard;
+mod hits;
 pub mod http;
-pub mod library;
-pub mod metrics;
-pub mod server;
+mod library;
+mod metrics;
+mod server;
+mod test_hooks;
 pub mod variants;
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Context;
-use signal_hook::consts::signal::*;
-use signal_hook::iterator::Signals;
 
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::hits::{Registry, Store};
-use crate::library::Library;
-use crate::metrics::Metrics;
-use crate::server::{Driver, Shared};
-use crate::variants::Variants;
+use crate::hits::{HitStats, Registry, WriterThread};
+use crate::library::{Library, LibraryStats, Trigger};
+use crate::metrics::Exposition;
+use crate::server::{Driver, Flags, Server, ServerStats, Shared};
+use crate::variants::{VariantStats, Variants};
 
-/// Signals that stop keiko gracefully.
-const STOP: [i32; 4] = [SIGINT, SIGTERM, SIGQUIT, SIGXCPU];
-/// Signals whose default action would end the process without a flush: logged and ignored.
-const IGNORED: [i32; 8] =
-    [SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGIO, libc::SIGPWR, libc::SIGSTKFLT, SIGXFSZ];
+/// The hit store, for the baseline and for tests that drive a database directly.
+pub use crate::hits::{Database, Store};
 
-/// Runs keiko until a stopping signal; an error means it could not start.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// What `keiko-baseline` (src/bin) builds the original server's per-request work from: keiko's
+/// own parts, so that the two are compared like for like.
+pub mod baseline {
+    pub use crate::library::decode::{decode, probe};
+    pub use crate::library::encode::encode;
+    pub use crate::library::scan::list;
+    pub use crate::library::{Limits, Options as LibraryOptions, Settings};
+    pub use crate::server::bind;
+}
+
+/// A keiko that serves until it is stopped.
+pub struct Running {
+    addr: SocketAddr,
+    server: Server,
+    library: Library,
+    writer: WriterThread,
+    hit_stats: &'static HitStats,
+    database: String,
+}
+
+/// Starts keiko: opens the database, binds the listeners, starts the library, the hit writer,
+/// the render threads and the event loops, and returns once every loop serves. An error means
+/// it could not start, and says why.
+pub fn start(config: Config) -> anyhow::Result<Running> {
     let started = Instant::now();
     share_one_malloc_arena();
     let threads = config.thread_count()?;
@@ -58,32 +89,40 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let known = store.starting_counts()?;
     let database = store.describe();
     let registry: &'static Registry = leak(Registry::new(known));
-    let metrics = leak(Metrics::new(threads));
+    let server_stats = leak(ServerStats::new(threads));
+    let hit_stats = leak(HitStats::new(threads));
+    let library_stats = leak(LibraryStats::default());
+    let variant_stats = leak(VariantStats::default());
+    let mut exposition = Exposition::new();
+    exposition.register(server_stats);
+    exposition.register(hit_stats);
+    exposition.register(library_stats);
+    exposition.register(variant_stats);
 
     let fd_limit = server::raise_fd_limit();
     let listeners = server::bind(config.addr, threads)?;
     let addr = listeners[0].local_addr()?;
-    let realtime = libc::SIGRTMIN()..=libc::SIGRTMAX();
-    let mut signals = Signals::new(STOP.iter().chain(&[SIGHUP]).chain(&IGNORED).copied().chain(realtime))
-        .context("cannot install signal handlers")?;
-    let (library, published) = Library::start(library_options, registry, &metrics.library)?;
+    let (library, published) = Library::start(library_options, registry, library_stats)?;
     let (hits_tx, hits_rx) = hits::channel();
-    let writer = hits::spawn_writer(store, hits_rx, registry, &metrics.writer, config.flush_interval())
+    let writer = hits::spawn_writer(store, hits_rx, registry, &hit_stats.writer, config.flush_interval())
         .context("cannot start the hit writer")?;
     let variants =
-        Variants::start(variant_options, &metrics.variants).context("cannot start the render threads")?;
+        Variants::start(variant_options, variant_stats).context("cannot start the render threads")?;
     let admin = admin_token.map(|token| {
         leak(Admin::new(token, config.images.clone(), library.rescanner(), config.upload_limits()))
     });
-    let shared = leak(Shared::new(
+    let shared = leak(Shared {
         published,
-        metrics,
+        router: http::route::Router::new(admin.is_some()),
         variants,
         admin,
-        config.header_timeout(),
-        config.max_conns as usize,
-    ));
-    let (server, driver) = server::start(listeners, shared, hits_tx, Driver::detect())?;
+        exposition: leak(exposition),
+        stats: server_stats,
+        header_timeout: config.header_timeout(),
+        max_conns: config.max_conns as usize,
+        flags: Flags::default(),
+    });
+    let (server, driver) = server::start(listeners, shared, hits_tx, hit_stats, Driver::detect())?;
     tracing::info!(
         "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {}, hits in {database}, \
          cache in {}, open-file limit {fd_limit}, started in {} ms",
@@ -92,48 +131,42 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.cache_dir().display(),
         started.elapsed().as_millis()
     );
-
-    let signal = signals
-        .forever()
-        .find(|&signal| match signal {
-            SIGHUP => {
-                library.rescan();
-                false
-            }
-            s if STOP.contains(&s) => true,
-            s => {
-                tracing::info!("ignoring {} (SIGINT or SIGTERM stops keiko)", signal_name(s));
-                false
-            }
-        })
-        .unwrap_or(SIGTERM);
-    if config.drain_ms > 0 {
-        tracing::info!(
-            "received {}: draining for {} ms (/readyz answers 503), then shutting down",
-            signal_name(signal),
-            config.drain_ms
-        );
-        server.drain();
-        std::thread::sleep(config.drain());
-    } else {
-        tracing::info!("received {}, shutting down", signal_name(signal));
-    }
-    server.stop();
-    library.stop();
-    if writer.finish().is_err() {
-        anyhow::bail!("the hit writer panicked: hits since the last flush are lost");
-    }
-    tracing::info!(
-        "stopped: {} hits served, {} written to {}",
-        metrics.hits_served(),
-        metrics.writer.persisted(),
-        database
-    );
-    Ok(())
+    Ok(Running { addr, server, library, writer, hit_stats, database })
 }
 
-fn signal_name(signal: i32) -> String {
-    signal_hook::low_level::signal_name(signal).map_or_else(|| format!("signal {signal}"), str::to_string)
+impl Running {
+    /// The address the listeners are bound to (the actual port when port 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Looks at the whole image directory again now (what SIGHUP asks for).
+    pub fn rescan(&self) {
+        self.library.rescan(Trigger::Signal);
+    }
+
+    /// Begins a graceful stop: `/readyz` answers 503 and every response closes its connection,
+    /// while the loops go on serving, so that a load balancer moves traffic away first.
+    pub fn drain(&self) {
+        self.server.drain();
+    }
+
+    /// Stops accepting, lets every loop finish the responses in flight, stops the library and
+    /// writes every hit the loops handed over. An error means hits were lost, and says so.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.server.stop();
+        self.library.stop();
+        if self.writer.finish().is_err() {
+            anyhow::bail!("the hit writer panicked: hits since the last flush are lost");
+        }
+        tracing::info!(
+            "stopped: {} hits served, {} written to {}",
+            self.hit_stats.served(),
+            self.hit_stats.writer.persisted(),
+            self.database
+        );
+        Ok(())
+    }
 }
 
 /// Rust code allocates through mimalloc; only libwebp (encoding at startup) and SQLite (the hit

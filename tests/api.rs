@@ -266,6 +266,7 @@ fn absolute_form_targets_are_served() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn concurrent_requests_for_one_new_rendition_share_one_render() {
     let (_images, _tmp, keiko) =
         common::start_standard(Options::default().env("KEIKO_DEBUG_RENDER_DELAY_MS", "500"));
@@ -281,6 +282,7 @@ fn concurrent_requests_for_one_new_rendition_share_one_render() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn a_full_render_queue_answers_503_with_retry_after() {
     let options = Options::default()
         .env("KEIKO_DEBUG_RENDER_DELAY_MS", "1500")

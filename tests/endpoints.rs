@@ -147,7 +147,7 @@ fn metrics_are_valid_prometheus_text_with_the_promised_series() {
         "keiko_db_writable 1",
         "keiko_flush_failures_total 0",
         "keiko_uptime_seconds",
-        r#"keiko_request_duration_seconds_bucket{route="/",le="0.00005"}"#,
+        r#"keiko_request_duration_seconds_bucket{route="/",le="5e-05"}"#,
         r#"keiko_request_duration_seconds_bucket{route="/",le="1"} 1"#,
         r#"keiko_request_duration_seconds_bucket{route="/",le="+Inf"} 1"#,
         r#"keiko_request_duration_seconds_count{route="/"} 1"#,

@@ -177,6 +177,7 @@ fn thousands_of_idle_connections_and_a_slowloris_do_not_delay_others_and_time_ou
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn a_panicking_handler_closes_only_its_own_connection() {
     let _serial = serial();
     let (_images, _tmp, keiko) = common::start_standard(Options::default().arg("--threads", "1"));
@@ -203,6 +204,7 @@ fn a_panicking_handler_closes_only_its_own_connection() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn a_stalled_writer_never_blocks_serving_and_loses_no_hit() {
     let _serial = serial();
     const STALL: Duration = Duration::from_secs(5);

@@ -128,7 +128,7 @@ fn a_wrong_password_stops_startup_with_a_clear_error_that_hides_it() {
 
 #[test]
 fn a_flush_retried_after_a_lost_reply_is_added_once() {
-    use keiko::hits::{Database, Store};
+    use keiko::{Database, Store};
     let pg = Postgres::start();
     let url = format!("postgres://keiko:{}@127.0.0.1:{}/hits", postgres::PASSWORD, pg.port);
     let mut store = Store::open(&Database::Postgres(url)).unwrap();

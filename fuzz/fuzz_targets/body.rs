@@ -1,4 +1,4 @@
-//! Fuzzes the write routes' body reader (`src/admin/body.rs`) the way `src/server/admin.rs`
+//! Fuzzes the write routes' body reader (`src/http/body.rs`) the way `src/server/writes.rs`
 //! drives it: fed whatever each read returned.
 //!
 //! Input: byte 0 picks the framing (even: chunked; odd: a Content-Length taken from byte 1) and,
@@ -9,7 +9,7 @@
 
 #![no_main]
 
-use keiko::admin::body::{Body, Framing};
+use keiko::http::body::{Body, Framing};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

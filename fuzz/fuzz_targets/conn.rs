@@ -6,12 +6,13 @@
 //! free room, parses complete heads one after another (pipelining) until `Partial`, and stops at a
 //! rejection, a `Connection: close` request or the end of the input. It checks:
 //!
-//! - `parse` and `route` never panic;
+//! - `parse` and the router (with and without the write routes) never panic;
 //! - a `Complete` head's `len` is in `1..=` the bytes available (0 would loop forever, more would
 //!   overrun the buffer), and its path and query lie inside that head, the path without a `?`;
 //! - every parameter `route` accepts is within its documented range (sizes 1..=5000, blur 0..=10,
 //!   ASCII widths, page and limit, seed and name lengths), names and seeds are one path segment,
-//!   and a refusal's message (echoed in the 400 body) is short and free of control characters;
+//!   a refusal's message (echoed in the 400 body) is short and free of control characters, only
+//!   GET and HEAD reach a read endpoint, and no write endpoint exists without the write routes;
 //! - the buffer never exceeds `MAX_HEAD`, and a full buffer never parses as `Partial`: conn.rs
 //!   would then read into zero bytes of room and drop the connection without an answer;
 //! - the loop ends: every round consumes input, and with the checks above that is enough;
@@ -23,7 +24,8 @@
 
 use keiko::http::request::{parse, Method, Parsed, Rejection, MAX_HEAD};
 use keiko::http::response::Connection;
-use keiko::http::route::{route, Form, Pick, Route, Target, ASCII_WIDTHS, MAX_LIMIT, MAX_SEED, MAX_SIDE};
+use keiko::http::route::{Endpoint, Pick, Route, Router, MAX_LIMIT, MAX_SEED};
+use keiko::variants::spec::{Form, ASCII_WIDTHS, MAX_BLUR, MAX_SIDE};
 use libfuzzer_sys::fuzz_target;
 
 /// What the connection did, with positions as offsets into the client's byte stream.
@@ -67,19 +69,27 @@ fn inside(head: &[u8], part: &[u8]) -> usize {
     offset.min(head.len())
 }
 
-/// Routes `path` and `query` and checks every accepted parameter against its limits.
-fn check_route(path: &[u8], query: &[u8]) -> Option<Route> {
-    let target = match route(path, query) {
-        Ok(target) => target,
+/// Routes `method`, `path` and `query` with and without the write routes, and checks every
+/// accepted parameter against its limits and every endpoint against the method.
+fn check_route(method: Method, path: &[u8], query: &[u8]) -> Option<Route> {
+    let read_only = Router::new(false).route(method, path, query);
+    if let Ok(endpoint) = &read_only {
+        let write = matches!(endpoint, Endpoint::Upload { .. } | Endpoint::Delete { .. } | Endpoint::Lookup { .. });
+        assert!(!write, "a write endpoint without the write routes: {endpoint:?}");
+    }
+    let endpoint = match Router::new(true).route(method, path, query) {
+        Ok(endpoint) => endpoint,
         Err(bad) => {
             assert!(!bad.0.is_empty() && bad.0.len() < 200, "message {:?}", bad.0);
             assert!(!bad.0.chars().any(char::is_control), "control character in {:?}", bad.0);
             return None;
         }
     };
+    let reads = matches!(method, Method::Get | Method::Head);
     let segment = |bytes: &[u8]| assert!(!bytes.is_empty() && !bytes.contains(&b'/'), "segment {bytes:?}");
-    match target {
-        Target::Image { pick, variant } => {
+    match endpoint {
+        Endpoint::Image { pick, variant } => {
+            assert!(reads, "{method:?} made a read endpoint");
             match pick {
                 Pick::Named(name) => segment(name),
                 Pick::Seed(seed) => {
@@ -89,7 +99,7 @@ fn check_route(path: &[u8], query: &[u8]) -> Option<Route> {
                 Pick::Random => {}
             }
             if let Some(v) = variant {
-                assert!(v.blur <= 10);
+                assert!(v.blur <= MAX_BLUR);
                 match v.form {
                     Form::Webp(Some((w, h))) => {
                         assert!((1..=MAX_SIDE).contains(&u32::from(w)) && (1..=MAX_SIDE).contains(&u32::from(h)))
@@ -99,11 +109,21 @@ fn check_route(path: &[u8], query: &[u8]) -> Option<Route> {
                 }
             }
         }
-        Target::Info(name) | Target::Thumbnail(name) => segment(name),
-        Target::List { page, limit } => assert!(page >= 1 && (1..=MAX_LIMIT).contains(&limit)),
+        Endpoint::Info(name) | Endpoint::Thumbnail(name) => segment(name),
+        Endpoint::List { page, limit } => assert!(page >= 1 && (1..=MAX_LIMIT).contains(&limit)),
+        Endpoint::Delete { name } => {
+            assert_eq!(method, Method::Delete);
+            segment(name);
+        }
+        Endpoint::Upload { name } => match method {
+            Method::Put => segment(name.expect("a PUT names its image")),
+            _ => assert_eq!(method, Method::Post),
+        },
+        Endpoint::Lookup { .. } => assert!(reads, "{method:?} made a lookup"),
+        Endpoint::MethodNotAllowed { .. } => assert!(!reads, "{method:?} is allowed everywhere keiko serves"),
         _ => {}
     }
-    Some(target.route())
+    Some(endpoint.route())
 }
 
 /// conn.rs's read-parse loop over `stream`, with read sizes taken from `reads`.
@@ -128,7 +148,7 @@ fn serve(stream: &[u8], reads: &[u8]) -> Vec<Event> {
                     let offset = inside(head, path);
                     inside(head, query);
                     assert!(!path.contains(&b'?'), "query left in path {path:?}");
-                    let route = check_route(path, query);
+                    let route = check_route(request.method, path, query);
                     let (method, connection) = (request.method, request.connection);
                     let path = (at + offset, path.len());
                     events.push(Event::Request { at, len, method, path, connection, route });

@@ -14,20 +14,20 @@ use sha2::{Digest, Sha256};
 
 use crate::library::scan::{self, Stamp};
 
-pub type Sha256Digest = [u8; 32];
+pub(crate) type Sha256Digest = [u8; 32];
 
 #[derive(Default)]
-pub struct ContentIndex {
+pub(crate) struct ContentIndex {
     files: Mutex<HashMap<String, (Stamp, Sha256Digest)>>,
 }
 
-pub fn sha256(bytes: &[u8]) -> Sha256Digest {
+pub(crate) fn sha256(bytes: &[u8]) -> Sha256Digest {
     Sha256::digest(bytes).into()
 }
 
 impl ContentIndex {
     /// A file of `dir` whose content has this digest, if any. Blocking: lists and maybe reads.
-    pub fn find(&self, dir: &Path, digest: &Sha256Digest) -> io::Result<Option<String>> {
+    pub(crate) fn find(&self, dir: &Path, digest: &Sha256Digest) -> io::Result<Option<String>> {
         let listing = scan::list(dir)?;
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         files.retain(|name, _| listing.files.iter().any(|f| &f.name == name));
@@ -48,7 +48,7 @@ impl ContentIndex {
 }
 
 /// A digest from its 64 hex digits.
-pub fn parse_hex(hex: &[u8]) -> Option<Sha256Digest> {
+pub(crate) fn parse_hex(hex: &[u8]) -> Option<Sha256Digest> {
     if hex.len() != 64 {
         return None;
     }
@@ -59,7 +59,7 @@ pub fn parse_hex(hex: &[u8]) -> Option<Sha256Digest> {
     Some(digest)
 }
 
-pub fn to_hex(digest: &Sha256Digest) -> String {
+pub(crate) fn to_hex(digest: &Sha256Digest) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,12 +1,11 @@
 //! The write routes' rules, apart from any socket: who may use them (a bearer token, compared in
 //! constant time and never logged), which names they accept, and the filesystem work itself,
-//! which is blocking and so runs on an event loop's blocking pool (see `server/admin.rs`).
+//! which is blocking and so runs on an event loop's blocking pool (see `server/writes.rs`).
 //!
 //! The routes exist only when an operator configured a token (`KEIKO_ADMIN_TOKEN` or
 //! `KEIKO_ADMIN_TOKEN_FILE`); without one keiko answers them as it always did.
 
-pub mod body;
-pub mod index;
+pub(crate) mod index;
 
 use std::fmt;
 use std::fs::File;
@@ -20,12 +19,12 @@ use subtle::ConstantTimeEq;
 
 use crate::library::decode::{decode, probe, Format};
 use crate::library::scan::is_candidate;
-use crate::library::Rescanner;
+use crate::library::{Rescanner, Trigger};
 use index::{sha256, to_hex, ContentIndex, Sha256Digest};
 
 /// The admin token. Its Debug form is redacted, so no log line or panic message can show it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token(Box<[u8]>);
+pub(crate) struct Token(Box<[u8]>);
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -34,23 +33,22 @@ impl fmt::Debug for Token {
 }
 
 impl FromStr for Token {
-    type Err = String;
+    type Err = anyhow::Error;
 
-    fn from_str(s: &str) -> Result<Token, String> {
+    fn from_str(s: &str) -> anyhow::Result<Token> {
         let s = s.trim_end_matches(['\r', '\n']);
-        if s.is_empty() {
-            return Err("the admin token is empty".into());
-        }
-        if s.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err("the admin token may hold only printable ASCII without spaces".into());
-        }
+        anyhow::ensure!(!s.is_empty(), "the admin token is empty");
+        anyhow::ensure!(
+            s.bytes().all(|b| b.is_ascii_graphic()),
+            "the admin token may hold only printable ASCII without spaces"
+        );
         Ok(Token(s.as_bytes().into()))
     }
 }
 
 impl Token {
     /// The token in a file (its trailing newline ignored), for `KEIKO_ADMIN_TOKEN_FILE`.
-    pub fn read(path: &Path) -> anyhow::Result<Token> {
+    pub(crate) fn read(path: &Path) -> anyhow::Result<Token> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read the admin token file {}: {e}", path.display()))?;
         text.parse().map_err(|e| anyhow::anyhow!("{e} (in {})", path.display()))
@@ -59,38 +57,38 @@ impl Token {
 
 /// What an upload may be.
 #[derive(Debug, Clone, Copy)]
-pub struct UploadLimits {
-    pub max_bytes: u64,
+pub(crate) struct UploadLimits {
+    pub(crate) max_bytes: u64,
     /// Longest time a whole body may take to arrive.
-    pub body_timeout: Duration,
-    pub max_pixels: u64,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_pixels: u64,
 }
 
-pub struct Admin {
+pub(crate) struct Admin {
     token: Token,
     images: PathBuf,
     rescanner: Rescanner,
-    pub limits: UploadLimits,
+    pub(crate) limits: UploadLimits,
     next_temp: AtomicU64,
     index: ContentIndex,
 }
 
 /// An upload that was stored.
-pub struct Stored {
-    pub name: String,
+pub(crate) struct Stored {
+    pub(crate) name: String,
     /// No file of that name was there before.
-    pub created: bool,
-    pub width: u32,
-    pub height: u32,
+    pub(crate) created: bool,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     /// The upload's size.
-    pub bytes: usize,
-    pub sha256: String,
+    pub(crate) bytes: usize,
+    pub(crate) sha256: String,
     /// The file it was hard-linked to, when that file already held the same bytes.
-    pub linked_to: Option<String>,
+    pub(crate) linked_to: Option<String>,
 }
 
 /// Why an upload was not stored.
-pub enum Refused {
+pub(crate) enum Refused {
     /// Not an image keiko serves, damaged, or over the pixel limit: 415.
     Unsupported(String),
     /// The name cannot be used: 400.
@@ -102,7 +100,7 @@ pub enum Refused {
 }
 
 impl Admin {
-    pub fn new(token: Token, images: PathBuf, rescanner: Rescanner, limits: UploadLimits) -> Admin {
+    pub(crate) fn new(token: Token, images: PathBuf, rescanner: Rescanner, limits: UploadLimits) -> Admin {
         Admin {
             token,
             images,
@@ -114,7 +112,7 @@ impl Admin {
     }
 
     /// The image whose file holds content with this SHA-256, if any. Blocking.
-    pub fn lookup(&self, digest: &Sha256Digest) -> io::Result<Option<String>> {
+    pub(crate) fn lookup(&self, digest: &Sha256Digest) -> io::Result<Option<String>> {
         self.index.find(&self.images, digest)
     }
 
@@ -126,7 +124,7 @@ impl Admin {
     /// before the answer goes out and a concurrent upload to the same name leaves one of the two,
     /// never a mix. Content that another file of the directory already holds becomes a hard link
     /// to it: stored once. Blocking, and CPU-heavy for big images: run it on the blocking pool.
-    pub fn store(&self, name: Option<&str>, bytes: &[u8]) -> Result<Stored, Refused> {
+    pub(crate) fn store(&self, name: Option<&str>, bytes: &[u8]) -> Result<Stored, Refused> {
         let max_pixels = self.limits.max_pixels;
         let (format, width, height) =
             probe(bytes, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
@@ -162,13 +160,13 @@ impl Admin {
             let _ = std::fs::remove_file(&temp);
             return Err(Refused::Io(e));
         }
-        self.rescanner.rescan();
+        self.rescanner.rescan(Trigger::Write);
         Ok(Stored { name, created, width, height, bytes: bytes.len(), sha256: to_hex(&digest), linked_to })
     }
 
     /// Whether an `Authorization` value carries the token (`Bearer <token>`, the scheme in any
     /// case). The comparison takes the same time wherever the bytes differ.
-    pub fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+    pub(crate) fn authorized(&self, authorization: Option<&[u8]>) -> bool {
         let Some(value) = authorization else { return false };
         let Some((scheme, credentials)) = value.split_at_checked(7) else { return false };
         scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(credentials.trim_ascii().ct_eq(&self.token.0))
@@ -176,7 +174,7 @@ impl Admin {
 
     /// Removes image `name` from the directory, durably (the directory is synced after the unlink)
     /// and asks the library to look again. Ok(false) when there is no such file. Blocking.
-    pub fn remove(&self, name: &str) -> io::Result<bool> {
+    pub(crate) fn remove(&self, name: &str) -> io::Result<bool> {
         let path = self.images.join(name);
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => return Ok(false),
@@ -190,7 +188,7 @@ impl Admin {
             Err(e) => return Err(e),
         }
         File::open(&self.images)?.sync_all()?;
-        self.rescanner.rescan();
+        self.rescanner.rescan(Trigger::Write);
         Ok(true)
     }
 }
@@ -207,7 +205,10 @@ fn extension(format: Format) -> &'static str {
 
 /// The part named `image` of a `multipart/form-data` body (as curl's `-F image=@photo.jpg`
 /// sends it) and its file name, if it has one.
-pub fn image_part(body: Vec<u8>, content_type: &str) -> Result<(Vec<u8>, Option<String>), &'static str> {
+pub(crate) fn image_part(
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<(Vec<u8>, Option<String>), &'static str> {
     use futures_util::FutureExt;
     let boundary =
         multer::parse_boundary(content_type).map_err(|_| "Content-Type: multipart without a boundary")?;
@@ -232,7 +233,7 @@ pub fn image_part(body: Vec<u8>, content_type: &str) -> Result<(Vec<u8>, Option<
 
 /// Checks a (percent-decoded) name for the write routes: one path segment of UTF-8, at most 255
 /// bytes, no leading dot, no `/`, `\` or NUL, and an extension the library serves or none at all.
-pub fn check_name(name: &[u8]) -> Result<&str, &'static str> {
+pub(crate) fn check_name(name: &[u8]) -> Result<&str, &'static str> {
     let name = std::str::from_utf8(name).map_err(|_| "name: not UTF-8")?;
     if name.is_empty() || name.len() > 255 {
         return Err("name: 1 to 255 bytes");
@@ -272,7 +273,7 @@ mod tests {
         assert!(!a.authorized(None));
         assert_eq!(format!("{:?}", a.token), "Token(<redacted>)");
         assert!("".parse::<Token>().is_err() && "a b".parse::<Token>().is_err());
-        assert_eq!("tok\n".parse::<Token>(), "tok".parse::<Token>());
+        assert_eq!("tok\n".parse::<Token>().unwrap(), "tok".parse::<Token>().unwrap());
     }
 
     #[test]

@@ -20,13 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
+use keiko::baseline::{bind, decode, encode, list, probe, LibraryOptions, Limits, Settings};
 use keiko::config::Config;
-use keiko::hits::Store;
 use keiko::http::request::{self, Method, Parsed, MAX_HEAD};
 use keiko::http::response::{self, Connection, Tails};
-use keiko::http::route::{route, Route};
-use keiko::library::{encode_file, list_images, Options};
+use keiko::http::route::{Endpoint, Pick, Router};
+use keiko::Store;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -54,7 +56,7 @@ fn run(config: &Config) -> anyhow::Result<()> {
         anyhow::bail!("no image files in {}", config.images.display());
     }
     // keiko's own bind: the same 4096-deep backlog, so a burst of clients is queued, not reset.
-    let listener = keiko::server::bind(config.addr, 1)?.remove(0);
+    let listener = bind(config.addr, 1)?.remove(0);
     listener.set_nonblocking(false)?;
     tracing::info!(
         "baseline ready: listening on http://{}, {threads} worker thread(s), decoding and encoding on every request",
@@ -88,7 +90,7 @@ fn run(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Answers the one request of a connection, then closes it.
-fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<(Store, u64)>) -> anyhow::Result<()> {
+fn serve(mut stream: TcpStream, library: &LibraryOptions, store: &Mutex<(Store, u64)>) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     let mut buf = vec![0; MAX_HEAD];
     let mut len = 0;
@@ -106,7 +108,8 @@ fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<(Store, u64)>) 
             }
         }
     };
-    if !matches!(route(&path, b""), Ok(t) if t.route() == Route::Random) || method != Method::Get {
+    let random = Endpoint::Image { pick: Pick::Random, variant: None };
+    if Router::new(false).route(method, &path, b"").ok() != Some(random) || method != Method::Get {
         return send(&mut stream, response::NOT_FOUND.head, response::NOT_FOUND.body);
     }
 
@@ -124,6 +127,21 @@ fn serve(mut stream: TcpStream, library: &Options, store: &Mutex<(Store, u64)>) 
     db.add(&[name.as_str()], &[1], *flushes).context("cannot record the hit")?;
     tracing::info!("serve {name}");
     Ok(())
+}
+
+/// The image files of `dir` by the library's rules, with their names, sorted by name.
+fn list_images(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let listing = list(dir).with_context(|| format!("cannot read image directory {}", dir.display()))?;
+    Ok(listing.files.into_iter().map(|f| (f.path, f.name)).collect())
+}
+
+/// Reads, checks, decodes and encodes one file, with no cache: what the original server did on
+/// every request.
+fn encode_file(path: &Path, settings: Settings, limits: Limits) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).context("cannot read it")?;
+    let (format, _, _) = probe(&bytes, limits.max_pixels)?;
+    let pixels = decode(&bytes, format, limits.max_pixels)?;
+    encode(&pixels, settings.for_source(format))
 }
 
 fn send(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> anyhow::Result<()> {

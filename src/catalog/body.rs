@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use anyhow::Context;
 use memmap2::{Mmap, MmapOptions};
 
-pub struct Body {
+pub(crate) struct Body {
     file: File,
     map: Mmap,
     /// 128 bits of BLAKE3 of the bytes: what ETags are made of.
@@ -25,7 +25,7 @@ pub struct Body {
 }
 
 /// 128 bits of BLAKE3 of `bytes`.
-pub fn digest(bytes: &[u8]) -> u128 {
+pub(crate) fn digest(bytes: &[u8]) -> u128 {
     let hash = blake3::hash(bytes);
     u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("BLAKE3 hashes are 32 bytes"))
 }
@@ -37,7 +37,7 @@ impl Body {
     /// The check reads the header with pread, not through the mapping: touching a mapped page
     /// would map its whole (possibly multi-megabyte) folio, and a warm start must not do that
     /// for every image.
-    pub fn map(file: File, len: usize, digest: Option<u128>) -> anyhow::Result<Body> {
+    pub(crate) fn map(file: File, len: usize, digest: Option<u128>) -> anyhow::Result<Body> {
         let mut header = [0u8; 32];
         let read = file.read_at(&mut header, 0).context("cannot read the encoded image")?;
         anyhow::ensure!(is_whole_webp(&header[..read], len), "the encoded image is not a whole WebP file");
@@ -53,7 +53,7 @@ impl Body {
     }
 
     /// `bytes` in a sealed anonymous memory file, for when the cache directory is not writable.
-    pub fn in_memory(bytes: &[u8]) -> anyhow::Result<Body> {
+    pub(crate) fn in_memory(bytes: &[u8]) -> anyhow::Result<Body> {
         // SAFETY: a plain syscall with a NUL-terminated name; the fd is checked before use.
         let fd = unsafe {
             libc::memfd_create(c"keiko-body".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
@@ -72,29 +72,25 @@ impl Body {
         Body::map(file, bytes.len(), Some(digest(bytes)))
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.map
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub fn digest(&self) -> u128 {
+    pub(crate) fn digest(&self) -> u128 {
         self.digest
     }
 
     /// The image's width and height in pixels, from its header.
-    pub fn dimensions(&self) -> (u32, u32) {
+    pub(crate) fn dimensions(&self) -> (u32, u32) {
         (self.width, self.height)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// The descriptor, for sendfile(2); the body starts at offset 0.
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
 }
@@ -115,7 +111,7 @@ fn is_whole_webp(header: &[u8], len: usize) -> bool {
 pub(super) mod tests {
     use super::*;
 
-    pub fn tiny_webp() -> Vec<u8> {
+    pub(crate) fn tiny_webp() -> Vec<u8> {
         let mut config = webp::WebPConfig::new().unwrap();
         config.lossless = 1;
         webp::Encoder::new(&[1, 2, 3, 4, 5, 6], webp::PixelLayout::Rgb, 2, 1)

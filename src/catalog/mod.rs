@@ -18,44 +18,36 @@ use std::sync::{Arc, Mutex};
 
 use percent_encoding::percent_decode;
 
-pub use body::{digest, Body};
+pub(crate) use body::{digest, Body};
 
 use crate::hits::Tally;
-use crate::http::response::{etag, image_head, Caching};
+use crate::http::response::ImageHeads;
 
 /// Longest file name a lookup decodes (Linux allows 255 bytes).
 const MAX_NAME: usize = 255;
 
-/// One servable image: its name and hit identity, the heads of its 200 responses and its body.
-pub struct Image {
-    pub tally: Arc<Tally>,
-    /// Status line and headers of the 200 response on the random routes (`no-store`), without
-    /// Date/Connection and the blank line ...
-    pub head: Box<[u8]>,
-    /// ... and on `/images/<name>`, with its ETag and `Cache-Control: public, max-age`.
-    pub named_head: Box<[u8]>,
-    /// The body's strong entity tag, quotes included.
-    pub etag: Box<str>,
-    pub body: Arc<Body>,
+/// One servable image: its name and hit identity, the heads of its 200 responses (without
+/// Date/Connection and the blank line) and its body.
+pub(crate) struct Image {
+    pub(crate) tally: Arc<Tally>,
+    pub(crate) heads: ImageHeads,
+    pub(crate) body: Arc<Body>,
 }
 
 impl Image {
     /// `max_age`: how long caches may keep `/images/<name>` responses, in seconds.
-    pub fn new(tally: Arc<Tally>, body: Arc<Body>, max_age: u32) -> Image {
-        let etag = etag(body.digest());
-        let head = image_head(&tally.name, "image/webp", body.len(), Caching::NoStore, "").into_boxed_slice();
-        let named = Caching::Public { etag: &etag, max_age };
-        let named_head = image_head(&tally.name, "image/webp", body.len(), named, "").into_boxed_slice();
-        Image { tally, head, named_head, etag: etag.into_boxed_str(), body }
+    pub(crate) fn new(tally: Arc<Tally>, body: Arc<Body>, max_age: u32) -> Image {
+        let heads = ImageHeads::new(&tally.name, "image/webp", body.len(), body.digest(), max_age, "");
+        Image { tally, heads, body }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.tally.name
     }
 }
 
 #[derive(Default, Clone)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     images: Vec<Arc<Image>>,
     by_name: HashMap<Arc<str>, usize>,
     /// The first scan of the directory has been encoded (or has failed) file by file.
@@ -66,52 +58,48 @@ pub struct Catalog {
 
 impl Catalog {
     /// A snapshot of `images` (sorted here by name, so the order is stable).
-    pub fn new(mut images: Vec<Arc<Image>>, scanned: bool) -> Catalog {
+    pub(crate) fn new(mut images: Vec<Arc<Image>>, scanned: bool) -> Catalog {
         images.sort_by(|a, b| a.name().cmp(b.name()));
         let by_name = images.iter().enumerate().map(|(i, image)| (image.tally.name.clone(), i)).collect();
         let id_bound = images.iter().map(|i| i.tally.id as usize + 1).max().unwrap_or(0);
         Catalog { images, by_name, scanned, id_bound }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.images.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
-    }
-
     /// Ready for traffic (`/readyz`): the first scan is done and there is an image to serve.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.scanned && !self.images.is_empty()
     }
 
-    pub fn image(&self, index: usize) -> &Image {
+    pub(crate) fn image(&self, index: usize) -> &Image {
         &self.images[index]
     }
 
     /// Image `index` as the snapshots share it, for work that outlives a request (a render).
-    pub fn shared_image(&self, index: usize) -> &Arc<Image> {
+    pub(crate) fn shared_image(&self, index: usize) -> &Arc<Image> {
         &self.images[index]
     }
 
-    pub fn images(&self) -> impl Iterator<Item = &Image> {
+    pub(crate) fn images(&self) -> impl Iterator<Item = &Image> {
         self.images.iter().map(|i| &**i)
     }
 
     /// One more than the largest hit identity of any image here.
-    pub fn id_bound(&self) -> usize {
+    pub(crate) fn id_bound(&self) -> usize {
         self.id_bound
     }
 
     /// A uniformly random image index (thread-local generator: no lock, no allocation), if any.
-    pub fn random(&self) -> Option<usize> {
+    pub(crate) fn random(&self) -> Option<usize> {
         (!self.images.is_empty()).then(|| fastrand::usize(..self.images.len()))
     }
 
     /// The image index `seed` picks: the same while the snapshot's names are the same, and
     /// different seeds spread evenly (64 bits of BLAKE3, scaled by a multiply, not a biased modulo).
-    pub fn seeded(&self, seed: &[u8]) -> Option<usize> {
+    pub(crate) fn seeded(&self, seed: &[u8]) -> Option<usize> {
         if self.images.is_empty() {
             return None;
         }
@@ -121,7 +109,7 @@ impl Catalog {
     }
 
     /// The image whose name is `encoded` after percent-decoding, if there is one.
-    pub fn find(&self, encoded: &[u8]) -> Option<usize> {
+    pub(crate) fn find(&self, encoded: &[u8]) -> Option<usize> {
         let mut name = [0u8; MAX_NAME];
         let mut len = 0;
         for b in percent_decode(encoded) {
@@ -132,35 +120,35 @@ impl Catalog {
     }
 
     /// Bytes of every WebP body in the snapshot.
-    pub fn body_bytes(&self) -> usize {
+    pub(crate) fn body_bytes(&self) -> usize {
         self.images.iter().map(|i| i.body.len()).sum()
     }
 }
 
 /// Where the library leaves the newest snapshot for the event loops. A loop compares the
 /// generation (one atomic load) on its tick and takes the lock only when there is a new one.
-pub struct Published {
+pub(crate) struct Published {
     generation: AtomicU64,
     current: Mutex<Arc<Catalog>>,
 }
 
 impl Published {
-    pub fn new(catalog: Catalog) -> Published {
+    pub(crate) fn new(catalog: Catalog) -> Published {
         Published { generation: AtomicU64::new(0), current: Mutex::new(Arc::new(catalog)) }
     }
 
-    pub fn publish(&self, catalog: Catalog) {
+    pub(crate) fn publish(&self, catalog: Catalog) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         *current = Arc::new(catalog);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// The newest snapshot.
-    pub fn load(&self) -> Arc<Catalog> {
+    pub(crate) fn load(&self) -> Arc<Catalog> {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -82,6 +82,9 @@
     return samples;
   }
 
+  // The route labels of the write routes (uploads, deletes, content lookups).
+  const WRITE_ROUTES = new Set(["upload", "delete", "lookup"]);
+
   // What one scrape says, in the shape the rate and quantile code wants.
   function snapshot(samples, now) {
     const s = {
@@ -103,6 +106,9 @@
           });
           break;
         case "keiko_request_duration_seconds_bucket": {
+          // The latency panels describe what clients read; a slow upload or delete (their own
+          // route labels) must not move them.
+          if (WRITE_ROUTES.has(labels.route)) break;
           const le = parseValue(labels.le === undefined ? "" : labels.le);
           if (le === undefined || Number.isNaN(le)) break;
           s.buckets.set(JSON.stringify([labels.route, le]), { le, value });

@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use crate::http::route::{Form, Variant};
+use crate::variants::spec::{Form, Variant};
 
 const HTML: &str = include_str!("page.html");
 const SCRIPT: &str = include_str!("dashboard.js");
@@ -18,15 +18,16 @@ const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
 
 /// The thumbnails' size: twice the cards' 128 CSS pixels would double every render for little
 /// gain on a status page.
-pub const THUMBNAIL: Variant = Variant { form: Form::Webp(Some((128, 128))), grayscale: false, blur: 0 };
+pub(crate) const THUMBNAIL: Variant =
+    Variant { form: Form::Webp(Some((128, 128))), grayscale: false, blur: 0 };
 
 /// The page's response head (without the tail) and body.
-pub struct Page {
-    pub head: Box<[u8]>,
-    pub body: Box<[u8]>,
+pub(crate) struct Page {
+    pub(crate) head: Box<[u8]>,
+    pub(crate) body: Box<[u8]>,
 }
 
-pub static PAGE: LazyLock<Page> = LazyLock::new(|| {
+pub(crate) static PAGE: LazyLock<Page> = LazyLock::new(|| {
     let body = HTML.replacen("/*UPLOT_CSS*/", UPLOT_CSS, 1).replacen("/*UPLOT_JS*/", UPLOT_JS, 1).replacen(
         "/*DASHBOARD_JS*/",
         SCRIPT,

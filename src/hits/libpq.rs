@@ -19,7 +19,7 @@ const DEFAULT_PORT: u16 = 5432;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The client configuration for `url`, completed from the environment and the password file.
-pub fn config(url: &str) -> anyhow::Result<Config> {
+pub(crate) fn config(url: &str) -> anyhow::Result<Config> {
     let mut config =
         Config::from_str(url).map_err(|e| anyhow::anyhow!("KEIKO_DB is not a usable URL: {e}"))?;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -65,7 +65,7 @@ pub fn config(url: &str) -> anyhow::Result<Config> {
 }
 
 /// Where the database is, for logs and errors: host, port, database and user, never the password.
-pub fn describe(config: &Config) -> String {
+pub(crate) fn describe(config: &Config) -> String {
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(host)) => host.clone(),
         Some(Host::Unix(path)) => path.display().to_string(),

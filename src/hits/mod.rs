@@ -22,6 +22,7 @@ mod libpq;
 mod postgres;
 mod registry;
 mod sqlite;
+mod stats;
 mod store;
 mod writer;
 
@@ -29,49 +30,46 @@ use std::cell::RefCell;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-pub use registry::{write_json, Registry, Tally};
+pub(crate) use registry::{write_json, Registry, Tally};
+pub(crate) use stats::{HitStats, WriterStats};
 pub use store::{Database, Store};
-pub use writer::spawn_writer;
+pub(crate) use writer::{spawn_writer, WriterThread};
+
+use crate::metrics::OwnedCounter;
+use crate::test_hooks;
 
 /// Room for this many hits between two drains of the writer (which drains every few ms).
 const CHANNEL_CAPACITY: usize = 1 << 16;
 
 /// `count` hits on the image whose [`Tally`] has the id `image`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit {
-    pub image: u32,
-    pub count: u32,
+pub(crate) struct Hit {
+    pub(crate) image: u32,
+    pub(crate) count: u32,
 }
 
-pub fn channel() -> (Sender<Hit>, Receiver<Hit>) {
-    let capacity = debug_knob("KEIKO_DEBUG_CHANNEL_CAPACITY").map_or(CHANNEL_CAPACITY, |c| c as usize);
+pub(crate) fn channel() -> (Sender<Hit>, Receiver<Hit>) {
+    let capacity = test_hooks::knob(test_hooks::CHANNEL_CAPACITY).map_or(CHANNEL_CAPACITY, |c| c as usize);
     crossbeam_channel::bounded(capacity.max(1))
 }
 
-/// A number from the environment, read by debug builds only: the integration tests use these to
-/// shrink the channel and stall the writer, faults a release build meets only under extreme load.
-fn debug_knob(name: &str) -> Option<u64> {
-    if !cfg!(debug_assertions) {
-        return None;
-    }
-    std::env::var(name).ok()?.parse().ok()
-}
-
 /// An event-loop thread's end of the channel.
-pub struct Recorder {
+pub(crate) struct Recorder {
     tx: Sender<Hit>,
     /// Hits per image that found the channel full, waiting to be sent.
     held: RefCell<Vec<u32>>,
+    /// This loop's count of hits served (it is their only writer).
+    served: &'static OwnedCounter,
 }
 
 impl Recorder {
-    pub fn new(tx: Sender<Hit>) -> Recorder {
-        Recorder { tx, held: RefCell::new(Vec::new()) }
+    pub(crate) fn new(tx: Sender<Hit>, served: &'static OwnedCounter) -> Recorder {
+        Recorder { tx, held: RefCell::new(Vec::new()), served }
     }
 
     /// Makes room to hold hits on images with ids below `ids`, so that [`Recorder::record`] never
     /// allocates. Called whenever the thread takes a new catalogue snapshot.
-    pub fn cover(&self, ids: usize) {
+    pub(crate) fn cover(&self, ids: usize) {
         let mut held = self.held.borrow_mut();
         if held.len() < ids {
             held.resize(ids, 0);
@@ -80,7 +78,8 @@ impl Recorder {
 
     /// Records one hit on the image with id `image`. Never blocks, never drops the hit, and never
     /// allocates for an image the last [`Recorder::cover`] covered.
-    pub fn record(&self, image: u32) {
+    pub(crate) fn record(&self, image: u32) {
+        self.served.add(1);
         if let Err(e) = self.tx.try_send(Hit { image, count: 1 }) {
             self.hold(e.into_inner());
         }
@@ -96,7 +95,7 @@ impl Recorder {
     }
 
     /// Sends what was held back while the channel was full, as far as there is room now.
-    pub fn retry_held(&self) {
+    pub(crate) fn retry_held(&self) {
         let mut held = self.held.borrow_mut();
         for (image, count) in held.iter_mut().enumerate().filter(|(_, c)| **c > 0) {
             match self.tx.try_send(Hit { image: image as u32, count: *count }) {
@@ -107,7 +106,7 @@ impl Recorder {
     }
 
     /// At shutdown: sends everything held back, waiting for room if it must.
-    pub fn send_held(&self) {
+    pub(crate) fn send_held(&self) {
         let mut held = self.held.borrow_mut();
         for (image, count) in held.iter_mut().enumerate().filter(|(_, c)| **c > 0) {
             if self.tx.send(Hit { image: image as u32, count: *count }).is_err() {
@@ -125,7 +124,7 @@ mod tests {
     #[test]
     fn a_full_channel_holds_hits_instead_of_dropping_them() {
         let (tx, rx) = crossbeam_channel::bounded(2);
-        let recorder = Recorder::new(tx);
+        let recorder = Recorder::new(tx, Box::leak(Box::default()));
         recorder.cover(3);
         for image in [0, 1, 2, 2, 0, 1, 2] {
             recorder.record(image);
@@ -149,7 +148,7 @@ mod tests {
     #[test]
     fn send_held_delivers_everything_at_shutdown() {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let recorder = Recorder::new(tx);
+        let recorder = Recorder::new(tx, Box::leak(Box::default()));
         for image in [1, 1, 1, 0] {
             recorder.record(image);
         }

@@ -39,20 +39,20 @@ const FLUSH: &str = "WITH fresh AS (
 /// Server-side limit on one statement, so a flush stuck behind a lock gives up and is retried.
 const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 
-pub struct Postgres {
+pub(crate) struct Postgres {
     config: Config,
     client: Option<Client>,
     /// This process's name in `keiko_flushes`: unique per start, so a restarted node never
     /// collides with the flush numbers of its previous life.
     node: String,
     /// Where the database is, without the password.
-    pub describe: String,
+    pub(crate) describe: String,
     /// Whether old rows of `keiko_flushes` were removed yet (once per process).
     pruned: bool,
 }
 
 /// What one flush did.
-pub enum Applied {
+pub(crate) enum Applied {
     /// The new totals, by name.
     Totals(HashMap<String, u64>),
     /// An earlier attempt at this very batch had committed; nothing was added again.
@@ -60,7 +60,7 @@ pub enum Applied {
 }
 
 impl Postgres {
-    pub fn open(url: &str) -> anyhow::Result<Postgres> {
+    pub(crate) fn open(url: &str) -> anyhow::Result<Postgres> {
         let mut config = libpq::config(url)?;
         config
             .keepalives(true)
@@ -100,14 +100,14 @@ impl Postgres {
     }
 
     /// Every image's count in the database, by name.
-    pub fn counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
+    pub(crate) fn counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
         let rows = self.with_client(|c| c.query("SELECT name, count FROM hits", &[]))?;
         Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64)).collect())
     }
 
     /// Adds `counts[i]` hits to `names[i]` as flush number `seq` of this node, in one statement.
     /// After an error, call again with the same batch and number: it is added exactly once.
-    pub fn add(&mut self, names: &[&str], counts: &[i64], seq: u64) -> anyhow::Result<Applied> {
+    pub(crate) fn add(&mut self, names: &[&str], counts: &[i64], seq: u64) -> anyhow::Result<Applied> {
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let node = self.node.clone();
         let rows = self.with_client(|c| c.query(FLUSH, &[&names, &counts, &node, &seq]))?;

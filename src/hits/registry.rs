@@ -12,15 +12,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-pub struct Tally {
-    pub id: u32,
-    pub name: Arc<str>,
+pub(crate) struct Tally {
+    pub(crate) id: u32,
+    pub(crate) name: Arc<str>,
     total: AtomicU64,
 }
 
 impl Tally {
     /// Hits recorded so far: the database's count plus this node's hits not yet in it.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total.load(Relaxed)
     }
 
@@ -35,7 +35,7 @@ impl Tally {
     }
 }
 
-pub struct Registry {
+pub(crate) struct Registry {
     inner: Mutex<Inner>,
 }
 
@@ -48,12 +48,12 @@ struct Inner {
 
 impl Registry {
     /// A registry whose tallies start from the database's counts `stored`.
-    pub fn new(stored: HashMap<String, u64>) -> Registry {
+    pub(crate) fn new(stored: HashMap<String, u64>) -> Registry {
         Registry { inner: Mutex::new(Inner { by_id: Vec::new(), by_name: HashMap::new(), stored }) }
     }
 
     /// The tally for `name`, created with the next id if the name is new.
-    pub fn intern(&self, name: &str) -> Arc<Tally> {
+    pub(crate) fn intern(&self, name: &str) -> Arc<Tally> {
         let mut inner = self.lock();
         if let Some(tally) = inner.by_name.get(name) {
             return tally.clone();
@@ -69,7 +69,7 @@ impl Registry {
 
     /// Takes the database's counts: an interned name's total becomes its count plus what
     /// `uncommitted` says this node holds for its id; the others wait for their name to appear.
-    pub fn apply_counts(&self, counts: HashMap<String, u64>, uncommitted: impl Fn(u32) -> u64) {
+    pub(crate) fn apply_counts(&self, counts: HashMap<String, u64>, uncommitted: impl Fn(u32) -> u64) {
         let mut inner = self.lock();
         for (name, count) in counts {
             match inner.by_name.get(name.as_str()) {
@@ -82,7 +82,7 @@ impl Registry {
     }
 
     /// Every tally with an id at or above `from`, in id order (for the writer to catch up).
-    pub fn since(&self, from: usize) -> Vec<Arc<Tally>> {
+    pub(crate) fn since(&self, from: usize) -> Vec<Arc<Tally>> {
         self.lock().by_id.get(from..).unwrap_or_default().to_vec()
     }
 
@@ -92,7 +92,7 @@ impl Registry {
 }
 
 /// `{"<name>": count, ...}` for `tallies`, in their order.
-pub fn write_json<'a>(tallies: impl Iterator<Item = &'a Tally>, out: &mut Vec<u8>) {
+pub(crate) fn write_json<'a>(tallies: impl Iterator<Item = &'a Tally>, out: &mut Vec<u8>) {
     let counts: serde_json::Map<String, serde_json::Value> =
         tallies.map(|t| (t.name.to_string(), t.total().into())).collect();
     serde_json::to_writer(out, &counts).expect("a JSON map of numbers always serializes");

@@ -24,13 +24,13 @@ const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// get back to draining the channel.
 const FLUSH_BUSY_TIMEOUT: Duration = Duration::from_millis(50);
 
-pub struct Sqlite {
+pub(crate) struct Sqlite {
     conn: Connection,
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl Sqlite {
-    pub fn open(path: &Path) -> anyhow::Result<Sqlite> {
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Sqlite> {
         let context = || format!("cannot use database {}", path.display());
         if let Some(problem) = path_problem(path) {
             anyhow::bail!("{}: {problem}", context());
@@ -58,7 +58,7 @@ impl Sqlite {
     }
 
     /// The counts already recorded, by image name.
-    pub fn counts(&self) -> anyhow::Result<HashMap<String, u64>> {
+    pub(crate) fn counts(&self) -> anyhow::Result<HashMap<String, u64>> {
         self.read_counts().with_context(|| format!("cannot read hits from {}", self.path.display()))
     }
 
@@ -75,7 +75,7 @@ impl Sqlite {
 
     /// Adds `counts[i]` hits to `names[i]`, all in one transaction (either all land or none), and
     /// returns each image's new total.
-    pub fn add(&mut self, names: &[&str], counts: &[i64]) -> rusqlite::Result<Vec<u64>> {
+    pub(crate) fn add(&mut self, names: &[&str], counts: &[i64]) -> rusqlite::Result<Vec<u64>> {
         let tx = self.conn.transaction()?;
         let mut totals = Vec::with_capacity(names.len());
         {

@@ -16,9 +16,10 @@ pub enum Database {
 }
 
 impl Database {
-    pub fn parse(value: &str) -> Result<Database, String> {
+    /// Reads the `--db` value (clap's parser for it).
+    pub(crate) fn parse(value: &str) -> anyhow::Result<Database> {
         if value.is_empty() {
-            return Err("empty: give a SQLite file or a postgres:// URL".into());
+            anyhow::bail!("empty: give a SQLite file or a postgres:// URL");
         }
         let lower = value.get(..13).unwrap_or(value).to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
@@ -29,7 +30,7 @@ impl Database {
     }
 
     /// The SQLite file, if that is the database.
-    pub fn sqlite_path(&self) -> Option<&Path> {
+    pub(crate) fn sqlite_path(&self) -> Option<&Path> {
         match self {
             Database::Sqlite(path) => Some(path),
             Database::Postgres(_) => None,
@@ -46,7 +47,10 @@ impl std::fmt::Debug for Database {
     }
 }
 
-pub enum Store {
+/// The open database the writer commits to.
+pub struct Store(Backend);
+
+enum Backend {
     Sqlite(Sqlite),
     Postgres(Box<Postgres>),
 }
@@ -54,33 +58,33 @@ pub enum Store {
 impl Store {
     pub fn open(db: &Database) -> anyhow::Result<Store> {
         Ok(match db {
-            Database::Sqlite(path) => Store::Sqlite(Sqlite::open(path)?),
-            Database::Postgres(url) => Store::Postgres(Box::new(Postgres::open(url)?)),
+            Database::Sqlite(path) => Store(Backend::Sqlite(Sqlite::open(path)?)),
+            Database::Postgres(url) => Store(Backend::Postgres(Box::new(Postgres::open(url)?))),
         })
     }
 
     /// Where the hits go, for logs: never a password.
-    pub fn describe(&self) -> String {
-        match self {
-            Store::Sqlite(db) => db.path.display().to_string(),
-            Store::Postgres(pg) => pg.describe.clone(),
+    pub(crate) fn describe(&self) -> String {
+        match &self.0 {
+            Backend::Sqlite(db) => db.path.display().to_string(),
+            Backend::Postgres(pg) => pg.describe.clone(),
         }
     }
 
     /// The counts to start from: those in the database, or none when PostgreSQL does not answer
     /// yet (the writer's read-back fills them in once it does).
-    pub fn starting_counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
-        match self {
-            Store::Sqlite(..) => self.counts(),
-            Store::Postgres(pg) => Ok(pg.counts().unwrap_or_default()),
+    pub(crate) fn starting_counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
+        match &mut self.0 {
+            Backend::Sqlite(db) => db.counts(),
+            Backend::Postgres(pg) => Ok(pg.counts().unwrap_or_default()),
         }
     }
 
     /// Every image's count in the database, by name.
-    pub fn counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
-        match self {
-            Store::Sqlite(db) => db.counts(),
-            Store::Postgres(pg) => pg.counts(),
+    pub(crate) fn counts(&mut self) -> anyhow::Result<HashMap<String, u64>> {
+        match &mut self.0 {
+            Backend::Sqlite(db) => db.counts(),
+            Backend::Postgres(pg) => pg.counts(),
         }
     }
 
@@ -88,12 +92,12 @@ impl Store {
     /// retry with the same batch and number. Returns the new totals of the names it added to
     /// (none when an earlier attempt of this batch had already committed).
     pub fn add(&mut self, names: &[&str], counts: &[i64], seq: u64) -> anyhow::Result<HashMap<String, u64>> {
-        match self {
-            Store::Sqlite(db) => {
+        match &mut self.0 {
+            Backend::Sqlite(db) => {
                 let totals = db.add(names, counts)?;
                 Ok(names.iter().map(|n| n.to_string()).zip(totals).collect())
             }
-            Store::Postgres(pg) => match pg.add(names, counts, seq)? {
+            Backend::Postgres(pg) => match pg.add(names, counts, seq)? {
                 Applied::Totals(totals) => Ok(totals),
                 Applied::AlreadyApplied => {
                     tracing::info!(

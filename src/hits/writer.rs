@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
+use super::WriterStats;
 use super::{Hit, Registry, Store, Tally};
-use crate::metrics::WriterStats;
+use crate::test_hooks;
 
 /// Longest sleep between two drains of the channel.
 const MAX_TICK: Duration = Duration::from_millis(10);
@@ -34,20 +35,20 @@ const FINAL_FLUSH_GRACE: Duration = Duration::from_secs(3);
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// The running writer thread.
-pub struct WriterThread {
+pub(crate) struct WriterThread {
     thread: JoinHandle<()>,
     finish: Arc<AtomicBool>,
 }
 
 impl WriterThread {
     /// Writes every hit sent so far, then ends the thread. Call it once no thread sends any more.
-    pub fn finish(self) -> std::thread::Result<()> {
+    pub(crate) fn finish(self) -> std::thread::Result<()> {
         self.finish.store(true, Ordering::Release);
         self.thread.join()
     }
 }
 
-pub fn spawn_writer(
+pub(crate) fn spawn_writer(
     store: Store,
     hits: Receiver<Hit>,
     registry: &'static Registry,
@@ -102,7 +103,7 @@ struct Batch {
 
 impl Writer {
     fn run(mut self, hits: Receiver<Hit>, flush_interval: Duration, finish: &AtomicBool) {
-        if let Some(ms) = super::debug_knob("KEIKO_DEBUG_WRITER_STALL_MS") {
+        if let Some(ms) = test_hooks::knob(test_hooks::WRITER_STALL_MS) {
             std::thread::sleep(Duration::from_millis(ms));
         }
         let tick = flush_interval.min(MAX_TICK);
@@ -245,8 +246,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hits::Database;
-    use crate::metrics::Metrics;
+    use crate::hits::{Database, HitStats};
     use std::collections::HashMap;
 
     fn leak<T>(t: T) -> &'static T {
@@ -260,10 +260,10 @@ mod tests {
         let mut store = Store::open(&Database::Sqlite(path.clone())).unwrap();
         store.add(&["a.png"], &[5], 1).unwrap();
         let registry = leak(Registry::new(store.counts().unwrap()));
-        let metrics = leak(Metrics::new(1));
+        let stats = leak(HitStats::new(1));
         let (tx, rx) = super::super::channel();
         let (a, b) = (registry.intern("a.png"), registry.intern("b.png"));
-        let handle = spawn_writer(store, rx, registry, &metrics.writer, Duration::from_millis(20)).unwrap();
+        let handle = spawn_writer(store, rx, registry, &stats.writer, Duration::from_millis(20)).unwrap();
         for i in 0..1000u32 {
             tx.send(Hit { image: i % 2, count: 1 }).unwrap();
         }
@@ -281,27 +281,20 @@ mod tests {
         let path = dir.path().join("k.db");
         let registry = leak(Registry::new(HashMap::new()));
         let a = registry.intern("a.png");
-        let metrics = leak(Metrics::new(1));
+        let stats = leak(HitStats::new(1));
         let store = Store::open(&Database::Sqlite(path.clone())).unwrap();
 
         let locker = rusqlite::Connection::open(&path).unwrap();
         locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
         let (tx, rx) = super::super::channel();
-        let handle = spawn_writer(store, rx, registry, &metrics.writer, Duration::from_millis(5)).unwrap();
+        let handle = spawn_writer(store, rx, registry, &stats.writer, Duration::from_millis(5)).unwrap();
         for _ in 0..10 {
             tx.send(Hit { image: 0, count: 1 }).unwrap();
         }
-        let failures = || {
-            let mut text = String::new();
-            metrics.render(&mut text);
-            let line =
-                text.lines().find(|l| l.starts_with("keiko_flush_failures_total ")).unwrap().to_string();
-            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
-        };
         let failed = (0..200).any(|_| {
             std::thread::sleep(Duration::from_millis(10));
-            failures() > 0
+            stats.writer.flush_failures() > 0
         });
         assert!(failed, "the writer should have hit the lock");
         assert_eq!(a.total(), 10, "/hits still sees hits the database has not taken");

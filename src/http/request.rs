@@ -1,18 +1,20 @@
 //! Reads one request head out of a connection's buffer and reduces it to the few facts keiko acts
-//! on: method, path and query, whether the connection may stay open, and the two headers that
-//! change an image response (`If-None-Match`, `Accept-Encoding`).
+//! on: method, path and query, whether the connection may stay open, the headers that change an
+//! image response (`If-None-Match`, `Accept-Encoding`), and for the write routes the credentials
+//! and how a body is framed.
 //!
 //! httparse does the parsing (strictly: no obs-fold, no stray whitespace). This module adds the
-//! rules that keep framing unambiguous, because keiko never reads request bodies: a GET or HEAD
-//! that announces a body is refused, any request that carries one ends its connection, and the
-//! shapes used for request smuggling (Content-Length with Transfer-Encoding, duplicate or
-//! malformed Content-Length, a missing or doubled Host on HTTP/1.1) are rejected outright.
-//! Parsing borrows from the buffer and never allocates.
+//! rules that keep framing unambiguous: only the write routes read a body (see [`super::body`]),
+//! so a GET or HEAD that announces one is refused, any request that carries one ends its
+//! connection after the response (whatever its handler read of it), and the shapes used for
+//! request smuggling (Content-Length with Transfer-Encoding, duplicate or malformed
+//! Content-Length, a transfer coding other than chunked, a missing or doubled Host on HTTP/1.1)
+//! are rejected outright. Parsing borrows from the buffer and never allocates.
 
 use std::mem::MaybeUninit;
 
+use super::body::Framing;
 use super::response::Connection;
-use crate::admin::body::Framing;
 
 /// Largest request head (request line, headers and the blank line) keiko accepts.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -159,7 +161,8 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     }
 
     let connection = if close || has_body {
-        // A body keiko does not read leaves no way to find the next request: close after this one.
+        // Whatever the handler reads of a body, a request that had one ends its connection: no
+        // body that is refused half-read can be mistaken for the next request.
         Connection::Close
     } else if !http10 {
         Connection::KeepAlive

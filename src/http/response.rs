@@ -16,7 +16,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use enum_map::Enum;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
+
+use super::route::Allow;
 
 /// What happens to the connection after a response, and the header that says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +32,10 @@ pub enum Connection {
     Close,
 }
 
-/// The statuses keiko answers with (indexes the request counters in `metrics`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The statuses keiko answers with (the `status` label of the request counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum Status {
-    Ok = 0,
+    Ok,
     NoContent,
     NotModified,
     Created,
@@ -49,23 +52,6 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 14] = [
-        Status::Ok,
-        Status::Created,
-        Status::NoContent,
-        Status::NotModified,
-        Status::BadRequest,
-        Status::Unauthorized,
-        Status::NotFound,
-        Status::MethodNotAllowed,
-        Status::RequestTimeout,
-        Status::PayloadTooLarge,
-        Status::UnsupportedMediaType,
-        Status::HeadTooLarge,
-        Status::InternalError,
-        Status::ServiceUnavailable,
-    ];
-
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
@@ -83,6 +69,11 @@ impl Status {
             Status::InternalError => 500,
             Status::ServiceUnavailable => 503,
         }
+    }
+
+    /// 4xx and 5xx.
+    pub fn is_error(self) -> bool {
+        self.code() >= 400
     }
 
     fn line(self) -> &'static str {
@@ -228,6 +219,7 @@ pub static STORE_FAILED: Canned = canned!(
 );
 pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
 pub static NOT_FOUND: Canned = canned!(Status::NotFound, "404 Not Found", "", "not found\n", "10");
+/// 405 on the read routes.
 pub static METHOD_NOT_ALLOWED: Canned = canned!(
     Status::MethodNotAllowed,
     "405 Method Not Allowed",
@@ -235,6 +227,31 @@ pub static METHOD_NOT_ALLOWED: Canned = canned!(
     "method not allowed\n",
     "19"
 );
+/// 405 on `/images/<name>` with the write routes on.
+pub static METHOD_NOT_ALLOWED_NAMED: Canned = canned!(
+    Status::MethodNotAllowed,
+    "405 Method Not Allowed",
+    "Allow: GET, HEAD, PUT, DELETE\r\n",
+    "method not allowed\n",
+    "19"
+);
+/// 405 on `/images` with the write routes on.
+pub static METHOD_NOT_ALLOWED_COLLECTION: Canned = canned!(
+    Status::MethodNotAllowed,
+    "405 Method Not Allowed",
+    "Allow: GET, HEAD, POST\r\n",
+    "method not allowed\n",
+    "19"
+);
+
+/// The 405 that names what a path allows.
+pub fn method_not_allowed(allow: Allow) -> &'static Canned {
+    match allow {
+        Allow::GetHead => &METHOD_NOT_ALLOWED,
+        Allow::GetHeadPutDelete => &METHOD_NOT_ALLOWED_NAMED,
+        Allow::GetHeadPost => &METHOD_NOT_ALLOWED_COLLECTION,
+    }
+}
 pub static REQUEST_TIMEOUT: Canned =
     canned!(Status::RequestTimeout, "408 Request Timeout", "", "request timeout\n", "16");
 pub static HEAD_TOO_LARGE: Canned = canned!(
@@ -288,6 +305,53 @@ pub fn image_head(name: &str, content_type: &str, body_len: usize, caching: Cach
     caching.write(&mut head);
     let _ = write!(head, "X-Image-Name: {}\r\n{extra}", header_safe(name));
     head.into_bytes()
+}
+
+/// The heads of one body's 200 responses (a catalogue image or a rendition), built once when the
+/// body is made and shared by every request for it: one for the random and seed routes
+/// (`no-store`: no cache may answer the next random request with it) and one for
+/// `/images/<name>…` (a strong ETag and `public, max-age`), with that ETag kept for conditional
+/// GETs.
+pub(crate) struct ImageHeads {
+    random: Box<[u8]>,
+    named: Box<[u8]>,
+    etag: Box<str>,
+}
+
+impl ImageHeads {
+    /// Heads for a body of `body_len` bytes whose [`etag`] comes from `digest`; `name` is the source
+    /// file name, `extra` more header lines (each ending in CRLF) for both.
+    pub(crate) fn new(
+        name: &str,
+        content_type: &str,
+        body_len: usize,
+        digest: u128,
+        max_age: u32,
+        extra: &str,
+    ) -> ImageHeads {
+        let etag = etag(digest);
+        let random = image_head(name, content_type, body_len, Caching::NoStore, extra);
+        let named = image_head(name, content_type, body_len, Caching::Public { etag: &etag, max_age }, extra);
+        ImageHeads { random: random.into(), named: named.into(), etag: etag.into() }
+    }
+
+    /// The head for a request by name (`named`) or for a random pick.
+    pub(crate) fn get(&self, named: bool) -> &[u8] {
+        if named {
+            &self.named
+        } else {
+            &self.random
+        }
+    }
+
+    pub(crate) fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// Bytes held, for caches that weigh what they keep.
+    pub(crate) fn weight(&self) -> usize {
+        self.random.len() + self.named.len() + self.etag.len()
+    }
 }
 
 /// A 304 answer to a conditional GET for a body tagged `etag` (RFC 9110 wants the headers a 200
@@ -366,6 +430,8 @@ mod tests {
             &BAD_REQUEST,
             &NOT_FOUND,
             &METHOD_NOT_ALLOWED,
+            &METHOD_NOT_ALLOWED_NAMED,
+            &METHOD_NOT_ALLOWED_COLLECTION,
             &REQUEST_TIMEOUT,
             &HEAD_TOO_LARGE,
         ] {

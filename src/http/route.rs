@@ -1,22 +1,27 @@
-//! Which endpoint a request names, with its parameters checked. Pure, and allocation-free for
-//! every request it accepts, so the event loop can call it for every request and the tests and
-//! the fuzzer can call it without a server. A parameter it refuses comes back as a [`BadParam`]
-//! whose message names the parameter and says what is allowed (the 400 body).
+//! Which endpoint a request names, for its method, with its parameters checked. Pure, and
+//! allocation-free for every request it accepts, so the event loop can call it for every request
+//! and the tests and the fuzzer can call it without a server. A parameter it refuses comes back
+//! as a [`BadParam`] whose message names the parameter and says what is allowed (the 400 body).
 //!
 //! The image API follows Lorem Picsum's shapes: `/{w}/{h}` and `/{size}` for a random image at a
 //! size, `/seed/<seed>[/{w}/{h}]`, `/images/<name>[/{w}/{h}|/info|/ascii]`, `/ascii`, `/v2/list`,
 //! with `?grayscale` and `?blur[=1..10]` on every image route. Query parameters keiko does not
 //! know are ignored (clients add `?random=N` to defeat caches), a known one given twice is refused.
+//!
+//! The method is part of the answer: an [`Endpoint`] is already an upload, a deletion, a lookup
+//! or a 405 with the `Allow` list of that path. The write routes exist only when the [`Router`]
+//! was made with them (an admin token is configured); without them `/images` is not found and
+//! `/images/<name>` allows only GET and HEAD, as it always did.
 
 use std::fmt;
 
-/// Longest side of a rendered image, in pixels.
-pub const MAX_SIDE: u32 = 5000;
-/// `?blur` without a value.
-pub const DEFAULT_BLUR: u8 = 5;
-/// ASCII renditions: characters per line, by default and at most.
-pub const DEFAULT_ASCII_WIDTH: u16 = 80;
-pub const ASCII_WIDTHS: std::ops::RangeInclusive<u16> = 8..=400;
+use enum_map::Enum;
+
+use super::request::Method;
+use crate::variants::spec::{
+    Form, Variant, ASCII_WIDTHS, DEFAULT_ASCII_WIDTH, DEFAULT_BLUR, MAX_BLUR, MAX_SIDE,
+};
+
 /// Longest seed, in bytes as sent.
 pub const MAX_SEED: usize = 128;
 /// Longest image name, in bytes as sent (percent-encoded, a 255-byte name can take 765).
@@ -25,11 +30,12 @@ const MAX_ENCODED_NAME: usize = 3 * 255;
 pub const DEFAULT_LIMIT: u32 = 30;
 pub const MAX_LIMIT: u32 = 100;
 
-/// The endpoints, also the `route` label of the request counters in `metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a request is counted and timed as: the `route` label of the request metrics. Writes have
+/// labels of their own, so that a few slow uploads or deletions never move the read routes' figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum Route {
     /// `/`: a random image.
-    Random = 0,
+    Random,
     /// `/images/<name>`: one named image.
     Image,
     Hits,
@@ -51,28 +57,17 @@ pub enum Route {
     List,
     /// `/dashboard` and its thumbnails.
     Dashboard,
+    /// `PUT /images/<name>` and `POST /images`.
+    Upload,
+    /// `DELETE /images/<name>`.
+    Delete,
+    /// `GET /images?sha256=`.
+    Lookup,
     /// Anything else: 404.
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 14] = [
-        Route::Random,
-        Route::Image,
-        Route::Hits,
-        Route::Health,
-        Route::Ready,
-        Route::Metrics,
-        Route::RandomVariant,
-        Route::Seed,
-        Route::ImageVariant,
-        Route::Ascii,
-        Route::Info,
-        Route::List,
-        Route::Dashboard,
-        Route::Unknown,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             Route::Random => "/",
@@ -88,14 +83,28 @@ impl Route {
             Route::Info => "/images/info",
             Route::List => "/v2/list",
             Route::Dashboard => "/dashboard",
+            Route::Upload => "upload",
+            Route::Delete => "delete",
+            Route::Lookup => "lookup",
             Route::Unknown => "other",
         }
     }
 }
 
-/// What a request asks for.
+/// The methods a path allows, for a 405's `Allow` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target<'a> {
+pub enum Allow {
+    /// Every read route.
+    GetHead,
+    /// `/images/<name>` with the write routes on.
+    GetHeadPutDelete,
+    /// `/images` with the write routes on.
+    GetHeadPost,
+}
+
+/// What a request asks for, its method taken into account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
     /// An image: which one, and what of it (None: its full encoding, as the library made it).
     Image {
         pick: Pick<'a>,
@@ -103,11 +112,6 @@ pub enum Target<'a> {
     },
     /// One image's facts, by its still percent-encoded name.
     Info(&'a [u8]),
-    /// `/images` itself: the write routes' collection (`POST` adds, `GET ?sha256=` looks up).
-    Collection {
-        sha256: Option<&'a [u8]>,
-        name: Option<&'a [u8]>,
-    },
     List {
         page: u32,
         limit: u32,
@@ -119,7 +123,51 @@ pub enum Target<'a> {
     Dashboard,
     /// An image's thumbnail on the dashboard, by its still percent-encoded name.
     Thumbnail(&'a [u8]),
-    Unknown,
+    /// `PUT /images/<name>` (the name as sent), or `POST /images[?name=]` (a name, or none:
+    /// the part's file name or the content's hash names it).
+    Upload {
+        name: Option<&'a [u8]>,
+    },
+    /// `DELETE /images/<name>`, the name as sent.
+    Delete {
+        name: &'a [u8],
+    },
+    /// `GET /images?sha256=<hex>`: which image holds this content.
+    Lookup {
+        sha256: &'a [u8],
+    },
+    /// The path exists, but not for this method.
+    MethodNotAllowed {
+        route: Route,
+        allow: Allow,
+    },
+    NotFound,
+}
+
+impl Endpoint<'_> {
+    /// The label it is counted under.
+    pub fn route(&self) -> Route {
+        match self {
+            Endpoint::Image { pick: Pick::Random, variant: None } => Route::Random,
+            Endpoint::Image { variant: Some(Variant { form: Form::Ascii(_), .. }), .. } => Route::Ascii,
+            Endpoint::Image { pick: Pick::Seed(_), .. } => Route::Seed,
+            Endpoint::Image { pick: Pick::Named(_), variant: None } => Route::Image,
+            Endpoint::Image { pick: Pick::Random, .. } => Route::RandomVariant,
+            Endpoint::Image { pick: Pick::Named(_), .. } => Route::ImageVariant,
+            Endpoint::Info(_) => Route::Info,
+            Endpoint::List { .. } => Route::List,
+            Endpoint::Hits => Route::Hits,
+            Endpoint::Health => Route::Health,
+            Endpoint::Ready => Route::Ready,
+            Endpoint::Metrics => Route::Metrics,
+            Endpoint::Dashboard | Endpoint::Thumbnail(_) => Route::Dashboard,
+            Endpoint::Upload { .. } => Route::Upload,
+            Endpoint::Delete { .. } => Route::Delete,
+            Endpoint::Lookup { .. } => Route::Lookup,
+            Endpoint::MethodNotAllowed { route, .. } => *route,
+            Endpoint::NotFound => Route::Unknown,
+        }
+    }
 }
 
 /// Which image.
@@ -132,24 +180,7 @@ pub enum Pick<'a> {
     Named(&'a [u8]),
 }
 
-/// A rendition of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Variant {
-    pub form: Form,
-    pub grayscale: bool,
-    /// Gaussian blur sigma, 0 for none.
-    pub blur: u8,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Form {
-    /// WebP, scaled and centre-cropped to exactly this size, or at the source's size.
-    Webp(Option<(u16, u16)>),
-    /// Text art this many characters wide.
-    Ascii(u16),
-}
-
-/// A refused parameter; the message is the 400 body.
+/// A refused parameter: the message says which one and what it may be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadParam(pub String);
 
@@ -159,58 +190,87 @@ impl fmt::Display for BadParam {
     }
 }
 
-impl Target<'_> {
-    pub fn route(&self) -> Route {
-        match self {
-            Target::Image { pick: Pick::Random, variant: None } => Route::Random,
-            Target::Image { pick: Pick::Named(_), variant: None } => Route::Image,
-            Target::Image { variant: Some(Variant { form: Form::Ascii(_), .. }), .. } => Route::Ascii,
-            Target::Image { pick: Pick::Seed(_), .. } => Route::Seed,
-            Target::Image { pick: Pick::Random, .. } => Route::RandomVariant,
-            Target::Image { pick: Pick::Named(_), .. } => Route::ImageVariant,
-            Target::Info(_) => Route::Info,
-            Target::Collection { .. } => Route::Image,
-            Target::List { .. } => Route::List,
-            Target::Hits => Route::Hits,
-            Target::Health => Route::Health,
-            Target::Ready => Route::Ready,
-            Target::Metrics => Route::Metrics,
-            Target::Dashboard | Target::Thumbnail(_) => Route::Dashboard,
-            Target::Unknown => Route::Unknown,
+/// The routes one server has: the read routes always, the write routes when configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Router {
+    writes: bool,
+}
+
+impl Router {
+    /// `writes`: whether uploads, deletions and lookups exist (an admin token is configured).
+    pub fn new(writes: bool) -> Router {
+        Router { writes }
+    }
+
+    /// The endpoint that `method`, `path` and `query` name.
+    pub fn route<'a>(
+        &self,
+        method: Method,
+        path: &'a [u8],
+        query: &'a [u8],
+    ) -> Result<Endpoint<'a>, BadParam> {
+        let read = match path {
+            b"/images" => return self.collection(method, query),
+            _ => read_target(path, query)?,
+        };
+        let Some(read) = read else { return Ok(Endpoint::NotFound) };
+        let named_whole = match read {
+            Endpoint::Image { pick: Pick::Named(name), variant: None } => Some(name),
+            _ => None,
+        };
+        Ok(match (method, named_whole) {
+            (Method::Get | Method::Head, _) => read,
+            (Method::Put, Some(name)) if self.writes => Endpoint::Upload { name: Some(name) },
+            (Method::Delete, Some(name)) if self.writes => Endpoint::Delete { name },
+            (_, Some(_)) if self.writes => {
+                Endpoint::MethodNotAllowed { route: read.route(), allow: Allow::GetHeadPutDelete }
+            }
+            _ => Endpoint::MethodNotAllowed { route: read.route(), allow: Allow::GetHead },
+        })
+    }
+
+    /// `/images` itself: the write routes' collection (`POST` adds, `GET ?sha256=` looks up).
+    fn collection<'a>(&self, method: Method, query: &'a [u8]) -> Result<Endpoint<'a>, BadParam> {
+        if !self.writes {
+            return Ok(Endpoint::NotFound);
         }
+        let q = Query::parse(query)?;
+        Ok(match (method, q.sha256) {
+            (Method::Post, _) => Endpoint::Upload { name: q.name },
+            (Method::Get | Method::Head, Some(sha256)) => Endpoint::Lookup { sha256 },
+            (Method::Get | Method::Head, None) => Endpoint::NotFound,
+            _ => Endpoint::MethodNotAllowed { route: Route::Upload, allow: Allow::GetHeadPost },
+        })
     }
 }
 
-/// The target that `path` and `query` name.
-pub fn route<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Target<'a>, BadParam> {
+/// The read endpoint `path` and `query` name, whatever the method; None for a path keiko does not
+/// serve.
+fn read_target<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Option<Endpoint<'a>>, BadParam> {
     let fixed = match path {
-        b"/hits" => Some(Target::Hits),
-        b"/healthz" => Some(Target::Health),
-        b"/readyz" => Some(Target::Ready),
-        b"/metrics" => Some(Target::Metrics),
-        b"/dashboard" => Some(Target::Dashboard),
+        b"/hits" => Some(Endpoint::Hits),
+        b"/healthz" => Some(Endpoint::Health),
+        b"/readyz" => Some(Endpoint::Ready),
+        b"/metrics" => Some(Endpoint::Metrics),
+        b"/dashboard" => Some(Endpoint::Dashboard),
         _ => None,
     };
-    if let Some(target) = fixed {
-        return Ok(target);
+    if fixed.is_some() {
+        return Ok(fixed);
     }
     if let Some(name) = path.strip_prefix(b"/dashboard/thumb/") {
         if name.is_empty() || name.contains(&b'/') || name.len() > MAX_ENCODED_NAME {
-            return Ok(Target::Unknown);
+            return Ok(None);
         }
-        return Ok(Target::Thumbnail(name));
-    }
-    if path == b"/images" {
-        let q = Query::parse(query)?;
-        return Ok(Target::Collection { sha256: q.sha256, name: q.name });
+        return Ok(Some(Endpoint::Thumbnail(name)));
     }
     if path == b"/v2/list" {
         let q = Query::parse(query)?;
         let page = q.number("page", q.page, 1, u32::MAX, 1)?;
         let limit = q.number("limit", q.limit, 1, MAX_LIMIT, DEFAULT_LIMIT)?;
-        return Ok(Target::List { page, limit });
+        return Ok(Some(Endpoint::List { page, limit }));
     }
-    let Some(rest) = path.strip_prefix(b"/") else { return Ok(Target::Unknown) };
+    let Some(rest) = path.strip_prefix(b"/") else { return Ok(None) };
     let mut segments = rest.split(|&b| b == b'/');
     let first = segments.next().unwrap_or_default();
     let (pick, shape) = match first {
@@ -229,7 +289,7 @@ pub fn route<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Target<'a>, BadParam
         b"images" => {
             let name = segments.next().unwrap_or_default();
             if name.is_empty() {
-                return Ok(Target::Unknown);
+                return Ok(None);
             }
             if name.len() > MAX_ENCODED_NAME {
                 return Err(bad(format!("name: at most 255 bytes, got {} bytes as sent", name.len())));
@@ -238,47 +298,44 @@ pub fn route<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Target<'a>, BadParam
         }
         _ if looks_numeric(first) => {
             let size = sizes(first, segments.next(), segments.next())?;
-            return with_effects(Pick::Random, Form::Webp(Some(size)), query);
+            return with_effects(Pick::Random, Form::Webp(Some(size)), query).map(Some);
         }
-        _ => return Ok(Target::Unknown),
+        _ => return Ok(None),
     };
     let (second, third, fourth) = (segments.next(), segments.next(), segments.next());
     let form = match (shape, second) {
-        (_, None) => match shape {
-            Shape::Whole => None,
-            Shape::Ascii => Some(Form::Ascii(0)),
-        },
-        (Shape::Whole, Some(b"info")) if matches!(pick, Pick::Named(_)) && third.is_none() => {
+        (Shape::Whole, None) => None,
+        (Shape::Ascii, None) => Some(Form::Ascii(0)),
+        (Shape::Whole, Some(b"info")) if third.is_none() => {
             return Ok(match pick {
-                Pick::Named(name) => Target::Info(name),
-                _ => Target::Unknown,
+                Pick::Named(name) => Some(Endpoint::Info(name)),
+                _ => None,
             });
         }
         (Shape::Whole, Some(b"ascii")) if matches!(pick, Pick::Named(_)) && third.is_none() => {
             Some(Form::Ascii(0))
         }
         (Shape::Whole, Some(w)) if looks_numeric(w) => Some(Form::Webp(Some(sizes(w, third, fourth)?))),
-        _ => return Ok(Target::Unknown),
+        _ => return Ok(None),
     };
     match form {
-        Some(form) => with_effects(pick, form, query),
+        Some(form) => with_effects(pick, form, query).map(Some),
         None => {
             let q = Query::parse(query)?;
             if q.grayscale.is_none() && q.blur.is_none() {
-                return Ok(Target::Image { pick, variant: None });
+                return Ok(Some(Endpoint::Image { pick, variant: None }));
             }
-            with_effects(pick, Form::Webp(None), query)
+            with_effects(pick, Form::Webp(None), query).map(Some)
         }
     }
 }
-
 #[derive(Clone, Copy)]
 enum Shape {
     Whole,
     Ascii,
 }
 
-fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Target<'a>, BadParam> {
+fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Endpoint<'a>, BadParam> {
     let q = Query::parse(query)?;
     let grayscale = match q.grayscale {
         None => false,
@@ -290,7 +347,7 @@ fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Target<'
     let blur = match q.blur {
         None => 0,
         Some(b"") => DEFAULT_BLUR,
-        Some(v) => q.number("blur", Some(v), 1, 10, 0)? as u8,
+        Some(v) => q.number("blur", Some(v), 1, MAX_BLUR.into(), 0)? as u8,
     };
     let form = match form {
         Form::Ascii(_) => {
@@ -299,7 +356,7 @@ fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Target<'
         }
         webp => webp,
     };
-    Ok(Target::Image { pick, variant: Some(Variant { form, grayscale, blur }) })
+    Ok(Endpoint::Image { pick, variant: Some(Variant { form, grayscale, blur }) })
 }
 
 /// Whether a path segment was meant as a size (so that `/-5` or `/12px` get a 400 saying why,
@@ -414,16 +471,22 @@ fn shown(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn ok(path: &str) -> Target<'_> {
-        let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        route(path.as_bytes(), query.as_bytes()).unwrap_or_else(|e| panic!("{path}?{query}: {e}"))
+    const READ_ONLY: Router = Router { writes: false };
+    const WITH_WRITES: Router = Router { writes: true };
+
+    fn routed(router: Router, method: Method, target: &str) -> Result<Endpoint<'_>, BadParam> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        router.route(method, path.as_bytes(), query.as_bytes())
+    }
+
+    fn ok(path: &str) -> Endpoint<'_> {
+        routed(READ_ONLY, Method::Get, path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     fn refused(path: &str) -> String {
-        let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        match route(path.as_bytes(), query.as_bytes()) {
+        match routed(READ_ONLY, Method::Get, path) {
             Err(BadParam(message)) => message,
-            Ok(target) => panic!("{path}?{query} was accepted as {target:?}"),
+            Ok(endpoint) => panic!("{path} was accepted as {endpoint:?}"),
         }
     }
 
@@ -433,48 +496,48 @@ mod tests {
 
     #[test]
     fn fixed_paths_map_to_their_routes() {
-        assert_eq!(ok("/"), Target::Image { pick: Pick::Random, variant: None });
-        assert_eq!(ok("/?random=3"), Target::Image { pick: Pick::Random, variant: None });
-        assert_eq!(ok("/hits"), Target::Hits);
-        assert_eq!(ok("/healthz"), Target::Health);
-        assert_eq!(ok("/readyz"), Target::Ready);
-        assert_eq!(ok("/metrics"), Target::Metrics);
+        assert_eq!(ok("/"), Endpoint::Image { pick: Pick::Random, variant: None });
+        assert_eq!(ok("/?random=3"), Endpoint::Image { pick: Pick::Random, variant: None });
+        assert_eq!(ok("/hits"), Endpoint::Hits);
+        assert_eq!(ok("/healthz"), Endpoint::Health);
+        assert_eq!(ok("/readyz"), Endpoint::Ready);
+        assert_eq!(ok("/metrics"), Endpoint::Metrics);
         assert_eq!(
             ok("/images/cat%20one.png"),
-            Target::Image { pick: Pick::Named(b"cat%20one.png"), variant: None }
+            Endpoint::Image { pick: Pick::Named(b"cat%20one.png"), variant: None }
         );
-        assert_eq!(ok("/images/a.png/info"), Target::Info(b"a.png"));
-        assert_eq!(ok("/v2/list"), Target::List { page: 1, limit: 30 });
-        assert_eq!(ok("/v2/list?page=3&limit=100"), Target::List { page: 3, limit: 100 });
+        assert_eq!(ok("/images/a.png/info"), Endpoint::Info(b"a.png"));
+        assert_eq!(ok("/v2/list"), Endpoint::List { page: 1, limit: 30 });
+        assert_eq!(ok("/v2/list?page=3&limit=100"), Endpoint::List { page: 3, limit: 100 });
     }
 
     #[test]
     fn sizes_seeds_and_effects_parse() {
-        let random = |variant| Target::Image { pick: Pick::Random, variant };
+        let random = |variant| Endpoint::Image { pick: Pick::Random, variant };
         assert_eq!(ok("/300/200"), random(webp(Some((300, 200)), false, 0)));
         assert_eq!(ok("/64"), random(webp(Some((64, 64)), false, 0)));
         assert_eq!(ok("/?grayscale"), random(webp(None, true, 0)));
         assert_eq!(ok("/5000/1?blur&grayscale"), random(webp(Some((5000, 1)), true, DEFAULT_BLUR)));
         assert_eq!(ok("/10/10?blur=10"), random(webp(Some((10, 10)), false, 10)));
-        assert_eq!(ok("/seed/abc"), Target::Image { pick: Pick::Seed(b"abc"), variant: None });
+        assert_eq!(ok("/seed/abc"), Endpoint::Image { pick: Pick::Seed(b"abc"), variant: None });
         assert_eq!(
             ok("/seed/abc/30/20?grayscale"),
-            Target::Image { pick: Pick::Seed(b"abc"), variant: webp(Some((30, 20)), true, 0) }
+            Endpoint::Image { pick: Pick::Seed(b"abc"), variant: webp(Some((30, 20)), true, 0) }
         );
         assert_eq!(
             ok("/images/a.png/30/20?blur=2"),
-            Target::Image { pick: Pick::Named(b"a.png"), variant: webp(Some((30, 20)), false, 2) }
+            Endpoint::Image { pick: Pick::Named(b"a.png"), variant: webp(Some((30, 20)), false, 2) }
         );
         assert_eq!(
             ok("/images/a.png/ascii?width=100&blur=1"),
-            Target::Image {
+            Endpoint::Image {
                 pick: Pick::Named(b"a.png"),
                 variant: Some(Variant { form: Form::Ascii(100), grayscale: false, blur: 1 })
             }
         );
         assert_eq!(
             ok("/ascii"),
-            Target::Image {
+            Endpoint::Image {
                 pick: Pick::Random,
                 variant: Some(Variant { form: Form::Ascii(DEFAULT_ASCII_WIDTH), grayscale: false, blur: 0 })
             }
@@ -545,12 +608,90 @@ mod tests {
 
     #[test]
     fn the_collection_takes_its_lookup_and_name_parameters() {
-        assert_eq!(
-            ok("/images?sha256=ab&name=x.png"),
-            Target::Collection { sha256: Some(b"ab"), name: Some(b"x.png") }
-        );
-        assert_eq!(ok("/images"), Target::Collection { sha256: None, name: None });
-        assert!(refused("/images?name=a&name=b").starts_with("name"));
+        let with = |method, path| routed(WITH_WRITES, method, path).unwrap();
+        assert_eq!(with(Method::Get, "/images?sha256=ab&name=x.png"), Endpoint::Lookup { sha256: b"ab" });
+        assert_eq!(with(Method::Head, "/images?sha256=ab"), Endpoint::Lookup { sha256: b"ab" });
+        assert_eq!(with(Method::Post, "/images?name=x.png"), Endpoint::Upload { name: Some(b"x.png") });
+        assert_eq!(with(Method::Post, "/images"), Endpoint::Upload { name: None });
+        assert_eq!(with(Method::Get, "/images"), Endpoint::NotFound, "a lookup needs its digest");
+        assert!(routed(WITH_WRITES, Method::Post, "/images?name=a&name=b")
+            .unwrap_err()
+            .0
+            .starts_with("name"));
+        for method in [Method::Get, Method::Post, Method::Delete] {
+            assert_eq!(routed(READ_ONLY, method, "/images?sha256=ab").unwrap(), Endpoint::NotFound);
+        }
+    }
+
+    /// Every kind of path against every method, with and without the write routes: what the
+    /// endpoint is, and the `Allow` list of every 405.
+    #[test]
+    fn every_endpoint_answers_every_method() {
+        use Method::*;
+        let methods = [Get, Head, Put, Post, Delete, Other];
+        let read_paths = [
+            "/",
+            "/3/4",
+            "/seed/x",
+            "/seed/x/3/4",
+            "/ascii",
+            "/images/a.png/3/4",
+            "/images/a.png?blur",
+            "/images/a.png/ascii",
+            "/images/a.png/info",
+            "/v2/list",
+            "/hits",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/dashboard",
+            "/dashboard/thumb/a.png",
+        ];
+        for writes in [false, true] {
+            let router = Router { writes };
+            for path in read_paths {
+                let read = routed(router, Get, path).unwrap();
+                assert!(!matches!(read, Endpoint::NotFound | Endpoint::MethodNotAllowed { .. }), "{path}");
+                for method in methods {
+                    let want = match method {
+                        Get | Head => read,
+                        _ => Endpoint::MethodNotAllowed { route: read.route(), allow: Allow::GetHead },
+                    };
+                    assert_eq!(
+                        routed(router, method, path).unwrap(),
+                        want,
+                        "{method:?} {path} writes={writes}"
+                    );
+                }
+            }
+            for method in methods {
+                assert_eq!(routed(router, method, "/nope").unwrap(), Endpoint::NotFound, "{method:?}");
+                let named = routed(router, method, "/images/a.png").unwrap();
+                let want = match (method, writes) {
+                    (Get | Head, _) => Endpoint::Image { pick: Pick::Named(b"a.png"), variant: None },
+                    (Put, true) => Endpoint::Upload { name: Some(b"a.png") },
+                    (Delete, true) => Endpoint::Delete { name: b"a.png" },
+                    (_, true) => {
+                        Endpoint::MethodNotAllowed { route: Route::Image, allow: Allow::GetHeadPutDelete }
+                    }
+                    (_, false) => Endpoint::MethodNotAllowed { route: Route::Image, allow: Allow::GetHead },
+                };
+                assert_eq!(named, want, "{method:?} /images/a.png writes={writes}");
+                let collection = routed(router, method, "/images?sha256=ab").unwrap();
+                let want = match (method, writes) {
+                    (_, false) => Endpoint::NotFound,
+                    (Get | Head, true) => Endpoint::Lookup { sha256: b"ab" },
+                    (Post, true) => Endpoint::Upload { name: None },
+                    (_, true) => {
+                        Endpoint::MethodNotAllowed { route: Route::Upload, allow: Allow::GetHeadPost }
+                    }
+                };
+                assert_eq!(collection, want, "{method:?} /images writes={writes}");
+            }
+        }
+        assert_eq!(routed(WITH_WRITES, Put, "/images/a.png").unwrap().route(), Route::Upload);
+        assert_eq!(routed(WITH_WRITES, Delete, "/images/a.png").unwrap().route(), Route::Delete);
+        assert_eq!(routed(WITH_WRITES, Get, "/images?sha256=ab").unwrap().route(), Route::Lookup);
     }
 
     #[test]
@@ -558,7 +699,7 @@ mod tests {
         for path in
             ["", "//", "/hits/", "/HITS", "/images/", "/imagesx/a", "*", "/images/a/info/x", "/v2/list/"]
         {
-            assert_eq!(route(path.as_bytes(), b"").unwrap().route(), Route::Unknown, "{path:?}");
+            assert_eq!(routed(READ_ONLY, Method::Get, path).unwrap().route(), Route::Unknown, "{path:?}");
         }
     }
 }

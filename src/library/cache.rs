@@ -31,24 +31,24 @@ use serde::{Deserialize, Serialize};
 use super::decode::Format;
 use super::encode::Encoding;
 use super::scan::Stamp;
+use super::stats::LibraryStats;
 use crate::catalog::Body;
-use crate::metrics::LibraryStats;
 
 const MANIFEST: &str = "manifest.json";
 const MANIFEST_VERSION: u32 = 1;
 
 /// What the cache remembers of one source file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub name: String,
-    pub stamp: Stamp,
+pub(crate) struct Record {
+    pub(crate) name: String,
+    pub(crate) stamp: Stamp,
     #[serde(flatten)]
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Encoded: the content's hash (hex), its format, the key it is served from, and how its cache
     /// file looked when keiko wrote or first opened it (None while it is held in memory).
     Encoded {
@@ -66,25 +66,25 @@ pub enum Outcome {
 /// of, kept here so that a warm start need not read every file). Copying the cache with its times
 /// kept (rsync -a, cp -a) keeps size and time; any write to the file changes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Written {
-    pub size: u64,
-    pub mtime_ns: i64,
+pub(crate) struct Written {
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_digest")]
-    pub digest: Option<u128>,
+    pub(crate) digest: Option<u128>,
 }
 
 /// Digests as 32 hex digits: JSON numbers stop at 64 bits.
 mod hex_digest {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(digest: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(digest: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
         match digest {
             Some(d) => s.serialize_str(&format!("{d:032x}")),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
         let hex = Option::<String>::deserialize(d)?;
         hex.map(|h| u128::from_str_radix(&h, 16).map_err(serde::de::Error::custom)).transpose()
     }
@@ -112,7 +112,7 @@ struct Manifest {
     records: Vec<Record>,
 }
 
-pub struct Cache {
+pub(crate) struct Cache {
     dir: PathBuf,
     writable: AtomicBool,
     /// Makes temporary names unique among the encoding threads.
@@ -121,7 +121,7 @@ pub struct Cache {
 }
 
 /// The cache key of `content` encoded with `encoding`: 128 bits of BLAKE3, in hex.
-pub fn key(content: &blake3::Hash, encoding: &Encoding) -> String {
+pub(crate) fn key(content: &blake3::Hash, encoding: &Encoding) -> String {
     let mut hasher = blake3::Hasher::new();
     hasher.update(content.as_bytes());
     hasher.update(encoding.to_string().as_bytes());
@@ -131,7 +131,7 @@ pub fn key(content: &blake3::Hash, encoding: &Encoding) -> String {
 impl Cache {
     /// Opens (creating it if needed) the cache in `dir`; an unusable directory is logged once and
     /// makes the cache hold encodings in memory.
-    pub fn open(dir: &Path, stats: &'static LibraryStats) -> Cache {
+    pub(crate) fn open(dir: &Path, stats: &'static LibraryStats) -> Cache {
         let cache = Cache {
             dir: dir.to_path_buf(),
             writable: AtomicBool::new(true),
@@ -149,7 +149,7 @@ impl Cache {
         cache
     }
 
-    pub fn is_writable(&self) -> bool {
+    pub(crate) fn is_writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
     }
 
@@ -170,7 +170,7 @@ impl Cache {
 
     /// The encoding stored under `key`, if there is a whole one that (when `expected` is known)
     /// has not changed since keiko wrote it; a damaged or changed file is removed.
-    pub fn get(&self, key: &str, expected: Option<Written>) -> Option<(Body, Written)> {
+    pub(crate) fn get(&self, key: &str, expected: Option<Written>) -> Option<(Body, Written)> {
         let path = self.path(key);
         let file = File::open(&path).ok()?;
         let mut written = Written::of(&file.metadata().ok()?);
@@ -194,7 +194,7 @@ impl Cache {
 
     /// Stores `webp` under `key` and returns it ready to serve, with how its file looks (or from
     /// memory, with None, if the disk refuses).
-    pub fn put(&self, key: &str, webp: &[u8]) -> anyhow::Result<(Body, Option<Written>)> {
+    pub(crate) fn put(&self, key: &str, webp: &[u8]) -> anyhow::Result<(Body, Option<Written>)> {
         if self.is_writable() {
             let path = self.path(key);
             match self.write_atomically(&path, webp) {
@@ -236,7 +236,7 @@ impl Cache {
     }
 
     /// Removes every encoding whose key is not in `keep`; returns how many bytes that freed.
-    pub fn collect_garbage(&self, keep: &HashSet<&str>) -> u64 {
+    pub(crate) fn collect_garbage(&self, keep: &HashSet<&str>) -> u64 {
         let mut freed = 0;
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
@@ -253,7 +253,7 @@ impl Cache {
 
     /// The records saved for `images`, or none when the manifest is missing, unreadable, from
     /// another version or about another directory.
-    pub fn load_manifest(&self, images: &Path) -> Vec<Record> {
+    pub(crate) fn load_manifest(&self, images: &Path) -> Vec<Record> {
         let path = self.dir.join(MANIFEST);
         let Ok(text) = std::fs::read(&path) else { return Vec::new() };
         match serde_json::from_slice::<Manifest>(&text) {
@@ -266,7 +266,7 @@ impl Cache {
         }
     }
 
-    pub fn save_manifest(&self, images: &Path, records: Vec<Record>) {
+    pub(crate) fn save_manifest(&self, images: &Path, records: Vec<Record>) {
         if !self.is_writable() {
             return;
         }

@@ -18,10 +18,10 @@ use zune_image::image::Image;
 /// Decoded pixels, rows top to bottom, `alpha` telling whether each pixel has 4 bytes or 3.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pixels {
-    pub width: u32,
-    pub height: u32,
-    pub alpha: bool,
-    pub data: Vec<u8>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) alpha: bool,
+    pub(crate) data: Vec<u8>,
 }
 
 /// The source formats keiko reads, told apart by their first bytes.
@@ -38,7 +38,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn sniff(bytes: &[u8]) -> Option<Format> {
+    pub(crate) fn sniff(bytes: &[u8]) -> Option<Format> {
         if bytes.starts_with(b"\xff\xd8\xff") {
             Some(Format::Jpeg)
         } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -53,7 +53,7 @@ impl Format {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Format::Jpeg => "JPEG",
             Format::Png => "PNG",
@@ -63,7 +63,7 @@ impl Format {
     }
 
     /// Whether the source holds exact pixels (so that lossy re-encoding would lose something).
-    pub fn is_lossless(self) -> bool {
+    pub(crate) fn is_lossless(self) -> bool {
         matches!(self, Format::Png | Format::Gif | Format::WebpLossless)
     }
 }

@@ -21,7 +21,7 @@ use super::decode::{Format, Pixels};
 const LOSSLESS_METHOD: i32 = 4;
 const LOSSLESS_EFFORT: f32 = 75.0;
 /// The quality `auto` uses for JPEG and lossy WebP sources (cwebp's default).
-pub const AUTO_QUALITY: u8 = 75;
+pub(crate) const AUTO_QUALITY: u8 = 75;
 
 /// `KEIKO_WEBP`: how sources are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,15 +33,17 @@ pub enum WebpMode {
 }
 
 impl FromStr for WebpMode {
-    type Err = String;
+    type Err = anyhow::Error;
 
-    fn from_str(s: &str) -> Result<WebpMode, String> {
+    fn from_str(s: &str) -> anyhow::Result<WebpMode> {
         match s {
             "lossless" => Ok(WebpMode::Lossless),
             "auto" => Ok(WebpMode::Auto),
             _ => match s.strip_prefix("lossy:").map(str::parse::<u8>) {
                 Some(Ok(q)) if q <= 100 => Ok(WebpMode::Lossy(q)),
-                _ => Err(format!("'{s}' is not lossless, auto or lossy:Q with a quality Q from 0 to 100")),
+                _ => Err(anyhow::anyhow!(
+                    "'{s}' is not lossless, auto or lossy:Q with a quality Q from 0 to 100"
+                )),
             },
         }
     }
@@ -61,9 +63,9 @@ impl fmt::Display for WebpMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encoding {
     /// None for lossless, the quality for lossy.
-    pub quality: Option<u8>,
+    pub(crate) quality: Option<u8>,
     /// Longest side in pixels after downscaling; 0 keeps the size.
-    pub max_side: u32,
+    pub(crate) max_side: u32,
 }
 
 impl fmt::Display for Encoding {
@@ -80,8 +82,8 @@ impl fmt::Display for Encoding {
 /// The operator's encoding settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    pub mode: WebpMode,
-    pub max_side: u32,
+    pub(crate) mode: WebpMode,
+    pub(crate) max_side: u32,
 }
 
 impl Settings {
@@ -196,9 +198,9 @@ mod tests {
 
     #[test]
     fn modes_parse_and_auto_follows_the_source() {
-        assert_eq!("lossless".parse(), Ok(WebpMode::Lossless));
-        assert_eq!("lossy:80".parse(), Ok(WebpMode::Lossy(80)));
-        assert_eq!("auto".parse(), Ok(WebpMode::Auto));
+        assert_eq!("lossless".parse::<WebpMode>().unwrap(), WebpMode::Lossless);
+        assert_eq!("lossy:80".parse::<WebpMode>().unwrap(), WebpMode::Lossy(80));
+        assert_eq!("auto".parse::<WebpMode>().unwrap(), WebpMode::Auto);
         for bad in ["", "lossy", "lossy:101", "lossy:-1", "Lossless", "lossy:q"] {
             assert!(bad.parse::<WebpMode>().is_err(), "{bad:?}");
         }

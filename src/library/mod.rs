@@ -2,58 +2,43 @@
 //! cache, and publishes a new catalogue snapshot whenever what can be served changes.
 //!
 //! ```text
-//!  inotify (notify) ─┐                        ┌─> encode pool (nice 19) ────┐
-//!  periodic rescan ──┼─> library thread: scan ┤                             ├─> snapshot ─> Published
-//!  SIGHUP ───────────┘    (stamps vs. known)  └─<── ready / failed ─────────┘      (event loops take it
-//!                                                                                   on their tick)
+//!  inotify (watch) ──┐                             ┌─> encode pool (nice 19) ───┐
+//!  periodic rescan ──┼─> library thread: reconcile ┤                            ├─> snapshot ─> Published
+//!  SIGHUP, uploads ──┘   (stamps vs. known)        └─<── ready / failed ────────┘      (event loops take it
+//!                                                                                       on their tick)
 //! ```
 //!
-//! One thread owns all the state, so none of it is locked. It compares what the directory holds
-//! now with what it knew (by [`scan::Stamp`], and at startup by the cache's manifest), sends new
-//! and changed files to the pool, and withdraws removed ones at once. A replaced file keeps
-//! serving its old encoding until the new one is ready; a file that failed stays failed until it
-//! changes. A file that inotify reports as still being written is left alone until it is closed
-//! (or renamed into place); without inotify events a new file is taken once its modification
-//! time is [`QUIET`] old. Snapshots go out at most every [`PUBLISH_EVERY`], and the first scan's
-//! completion is logged once and makes the snapshot ready (`/readyz`).
+//! One thread owns all the state ([`state`]), so none of it is locked; [`reconcile`] is what it
+//! does with each event, [`watch`] what inotify tells it, [`scan`] how the directory is listed,
+//! [`pool`] the encoding threads, [`cache`] the encodings on disk with their manifest. This file
+//! is the handle the rest of keiko holds: start, rescan, stop.
 
 mod cache;
 pub(crate) mod decode;
 pub(crate) mod encode;
 mod pool;
+mod reconcile;
 pub(crate) mod scan;
+mod state;
+mod stats;
+mod watch;
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
-use crossbeam_channel::{select, Receiver, Sender};
-use notify::{EventKind, RecursiveMode, Watcher};
+use crossbeam_channel::Sender;
 
 pub use encode::{Settings, WebpMode};
 pub use pool::Limits;
+pub(crate) use stats::LibraryStats;
 
-use crate::catalog::{Catalog, Image, Published};
+use crate::catalog::{Catalog, Published};
 use crate::hits::Registry;
-use crate::metrics::LibraryStats;
-use cache::{Cache, Outcome, Record};
-use pool::{Done, Job};
-use scan::{Found, Stamp};
-
-/// Quiet time after a directory event before rescanning, so a burst of events makes one scan.
-const SETTLE: Duration = Duration::from_millis(100);
-/// Age a new file's modification time must reach when no close or rename event vouches for it.
-const QUIET: Duration = Duration::from_secs(1);
-/// A file reported as being written but left untouched this long is taken anyway (its close
-/// event may have been lost when inotify's queue overflowed).
-const STALE_WRITE: Duration = Duration::from_secs(30);
-/// Least time between two published snapshots while images keep becoming ready.
-const PUBLISH_EVERY: Duration = Duration::from_millis(50);
-/// Longest time the manifest lags behind while a long encode runs.
-const SAVE_EVERY: Duration = Duration::from_secs(5);
+use cache::Cache;
+use state::State;
 
 /// Where the library is and how it encodes.
 #[derive(Debug, Clone)]
@@ -70,36 +55,45 @@ pub struct Options {
 }
 
 /// The running library thread.
-pub struct Library {
+pub(crate) struct Library {
     control: Sender<Control>,
     thread: JoinHandle<()>,
 }
 
+/// Why the library should look at the directory again, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The operator sent SIGHUP.
+    Signal,
+    /// An upload or a deletion went through the write routes.
+    Write,
+}
+
 /// Asks the library thread to look at the directory again.
 #[derive(Clone)]
-pub struct Rescanner(Sender<Control>);
+pub(crate) struct Rescanner(Sender<Control>);
 
 impl Rescanner {
-    pub fn rescan(&self) {
-        let _ = self.0.send(Control::Rescan);
+    pub(crate) fn rescan(&self, trigger: Trigger) {
+        let _ = self.0.send(Control::Rescan(trigger));
     }
 
     /// One that reaches no library, for tests.
     #[cfg(test)]
-    pub fn detached() -> Rescanner {
+    pub(crate) fn detached() -> Rescanner {
         Rescanner(crossbeam_channel::unbounded().0)
     }
 }
 
 enum Control {
-    Rescan,
+    Rescan(Trigger),
     Stop,
 }
 
 impl Library {
     /// Checks the image directory (a missing or unreadable one is an error at once), then starts
     /// the library thread, which publishes into the returned slot as images become ready.
-    pub fn start(
+    pub(crate) fn start(
         options: Options,
         registry: &'static Registry,
         stats: &'static LibraryStats,
@@ -113,33 +107,21 @@ impl Library {
             pool::spawn(options.encoders, options.settings, options.limits, cache.clone(), stats)
                 .context("cannot start the encoding threads")?;
         let (events_tx, events) = crossbeam_channel::unbounded();
-        let watcher = watch(&images, events_tx);
+        let watcher = watch::start(&images, events_tx);
         let published: &'static Published = Box::leak(Box::new(Published::new(Catalog::default())));
         let (control, control_rx) = crossbeam_channel::unbounded();
-        let state = State {
-            rescan_every: options.rescan,
-            settings: options.settings,
-            max_age: options.max_age,
+        let state = State::new(
             images,
             cache,
-            files: HashMap::new(),
-            known: known.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            options.settings,
+            options.max_age,
+            options.rescan,
+            known,
             jobs,
-            queued: 0,
-            first_scan: Some(FirstScan { started: Instant::now(), from_cache: 0, encoded: 0 }),
-            writing: HashSet::new(),
-            closed: HashSet::new(),
-            rescan_at: Some(Instant::now()),
-            changed: false,
-            last_publish: None,
-            unsaved: false,
-            last_save: Instant::now(),
-            subdirs: 0,
-            warned_not_utf8: HashSet::new(),
             published,
             registry,
             stats,
-        };
+        );
         let thread = std::thread::Builder::new()
             .name("keiko-library".into())
             .spawn(move || {
@@ -150,472 +132,22 @@ impl Library {
         Ok((Library { control, thread }, published))
     }
 
-    /// Looks at the whole directory again now (SIGHUP).
-    pub fn rescan(&self) {
-        let _ = self.control.send(Control::Rescan);
+    /// Looks at the whole directory again now.
+    pub(crate) fn rescan(&self, trigger: Trigger) {
+        let _ = self.control.send(Control::Rescan(trigger));
     }
 
     /// A handle that asks for a rescan from elsewhere (the write routes).
-    pub fn rescanner(&self) -> Rescanner {
+    pub(crate) fn rescanner(&self) -> Rescanner {
         Rescanner(self.control.clone())
     }
 
     /// Stops following the directory. Encodings under way are abandoned: their temporary files
     /// are never served and are removed at the next start.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.control.send(Control::Stop);
         if self.thread.join().is_err() {
             tracing::error!("the library thread panicked");
         }
-    }
-}
-
-/// The image files of `dir` by the library's rules, with their names, sorted by name.
-pub fn list_images(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let listing =
-        scan::list(dir).with_context(|| format!("cannot read image directory {}", dir.display()))?;
-    Ok(listing.files.into_iter().map(|f| (f.path, f.name)).collect())
-}
-
-/// Reads, checks, decodes and encodes one file, with no cache: what the original server did on
-/// every request (for `keiko-baseline`).
-pub fn encode_file(path: &Path, settings: Settings, limits: Limits) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).context("cannot read it")?;
-    let (format, _, _) = decode::probe(&bytes, limits.max_pixels)?;
-    let pixels = decode::decode(&bytes, format, limits.max_pixels)?;
-    encode::encode(&pixels, settings.for_source(format))
-}
-
-/// An inotify watch on `dir` feeding `events`, or None (with a warning) where there is none.
-fn watch(dir: &Path, events: Sender<notify::Result<notify::Event>>) -> Option<notify::RecommendedWatcher> {
-    let watcher = notify::recommended_watcher(move |event| {
-        let _ = events.send(event);
-    })
-    .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
-    match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(
-                "cannot watch {} for changes ({e}); relying on the periodic rescan (--rescan-secs)",
-                dir.display()
-            );
-            None
-        }
-    }
-}
-
-/// One source file the library knows.
-struct Tracked {
-    stamp: Stamp,
-    /// What is served under this name now, and the cache key it came from.
-    serving: Option<(Arc<Image>, String)>,
-    /// What the cache should remember of it (None while its first encoding is under way).
-    record: Option<Outcome>,
-    queued: bool,
-}
-
-struct FirstScan {
-    started: Instant,
-    from_cache: usize,
-    encoded: usize,
-}
-
-struct State {
-    images: PathBuf,
-    cache: Arc<Cache>,
-    settings: Settings,
-    max_age: u32,
-    rescan_every: Option<Duration>,
-    files: HashMap<String, Tracked>,
-    /// The manifest's records, by name, until the first scan has used them.
-    known: HashMap<String, Record>,
-    jobs: Sender<Job>,
-    queued: usize,
-    /// Until the first scan is complete: when it started, and where its images came from.
-    first_scan: Option<FirstScan>,
-    /// Names inotify reports written to and not yet closed.
-    writing: HashSet<String>,
-    /// Names closed after writing, or renamed into place, since the last scan.
-    closed: HashSet<String>,
-    rescan_at: Option<Instant>,
-    /// What can be served changed since the last snapshot.
-    changed: bool,
-    last_publish: Option<Instant>,
-    /// Records changed since the manifest was last saved.
-    unsaved: bool,
-    last_save: Instant,
-    subdirs: usize,
-    warned_not_utf8: HashSet<std::ffi::OsString>,
-    published: &'static Published,
-    registry: &'static Registry,
-    stats: &'static LibraryStats,
-}
-
-impl State {
-    fn run(
-        mut self,
-        control: Receiver<Control>,
-        events: Receiver<notify::Result<notify::Event>>,
-        done: Receiver<Done>,
-    ) {
-        let mut next_rescan = self.rescan_every.map(|every| Instant::now() + every);
-        loop {
-            let wake =
-                [self.rescan_at, next_rescan, self.publish_due(Instant::now())].into_iter().flatten().min();
-            let timeout =
-                wake.map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
-            select! {
-                recv(control) -> message => match message {
-                    Ok(Control::Rescan) => {
-                        tracing::info!("rescanning {} (SIGHUP)", self.images.display());
-                        self.rescan_at = Some(Instant::now());
-                    }
-                    Ok(Control::Stop) | Err(_) => break,
-                },
-                recv(events) -> event => {
-                    if let Ok(event) = event {
-                        self.on_event(event);
-                    }
-                }
-                recv(done) -> finished => {
-                    if let Ok(finished) = finished {
-                        self.on_done(finished);
-                    }
-                }
-                default(timeout) => {}
-            }
-            let now = Instant::now();
-            if self.rescan_at.is_some_and(|at| at <= now) || next_rescan.is_some_and(|at| at <= now) {
-                self.rescan_at = None;
-                next_rescan = self.rescan_every.map(|every| now + every);
-                self.scan();
-            }
-            self.after_changes(now);
-        }
-        if self.unsaved {
-            self.save_manifest();
-        }
-    }
-
-    fn on_event(&mut self, event: notify::Result<notify::Event>) {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::debug!("directory watch error: {e}");
-                self.rescan_soon();
-                return;
-            }
-        };
-        use notify::event::{AccessKind, AccessMode, ModifyKind};
-        let names =
-            event.paths.iter().filter_map(|p| p.file_name()?.to_str()).filter(|n| scan::is_candidate(n));
-        match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-                for name in names {
-                    self.writing.remove(name);
-                    self.closed.insert(name.to_string());
-                }
-            }
-            // keiko's own reads open and close files too: nothing changed.
-            EventKind::Access(_) => return,
-            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
-                for name in names {
-                    self.writing.insert(name.to_string());
-                }
-                return;
-            }
-            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
-                for name in names {
-                    self.writing.remove(name);
-                    self.closed.insert(name.to_string());
-                }
-            }
-            _ => {}
-        }
-        self.rescan_soon();
-    }
-
-    fn rescan_soon(&mut self) {
-        let at = Instant::now() + SETTLE;
-        self.rescan_at = Some(self.rescan_at.map_or(at, |t| t.min(at)));
-    }
-
-    /// Compares the directory with what is known: queues new and changed files, withdraws
-    /// removed ones.
-    fn scan(&mut self) {
-        let listing = match scan::list(&self.images) {
-            Ok(listing) => listing,
-            Err(e) => {
-                tracing::warn!(
-                    "cannot read image directory {}: {e}; serving what was there",
-                    self.images.display()
-                );
-                return;
-            }
-        };
-        self.note_skipped(&listing);
-        let now = SystemTime::now();
-        let mut present = HashSet::with_capacity(listing.files.len());
-        let mut candidates = Vec::new();
-        for found in listing.files {
-            present.insert(found.name.clone());
-            if self.files.get(&found.name).is_some_and(|t| t.stamp == found.stamp) {
-                continue;
-            }
-            let vouched = self.closed.contains(&found.name);
-            let age = found.stamp.age(now);
-            if self.writing.contains(&found.name) {
-                if age < STALE_WRITE {
-                    continue;
-                }
-                self.writing.remove(&found.name);
-            }
-            if !vouched && age < QUIET && self.first_scan.is_none() {
-                self.rescan_at = Some(Instant::now() + (QUIET - age));
-                continue;
-            }
-            candidates.push(found);
-        }
-        self.closed.clear();
-        // Removed files, by stamp: a rename shows up as one of these plus a new name.
-        let removed: Vec<String> = self.files.keys().filter(|n| !present.contains(*n)).cloned().collect();
-        let mut moved = HashMap::new();
-        for name in removed {
-            if let Some(gone) = self.files.remove(&name) {
-                self.changed |= gone.serving.is_some();
-                self.queued -= usize::from(gone.queued);
-                self.unsaved = true;
-                tracing::debug!("{name} was removed");
-                if !gone.queued {
-                    moved.insert(gone.stamp, gone);
-                }
-            }
-        }
-        for found in candidates {
-            match moved.remove(&found.stamp) {
-                Some(renamed) => self.renamed(found, renamed),
-                None => self.consider(found),
-            }
-        }
-        self.known.clear();
-        if self.first_scan.is_some() && self.queued == 0 {
-            self.first_scan_complete();
-        }
-    }
-
-    fn note_skipped(&mut self, listing: &scan::Listing) {
-        if listing.subdirs != self.subdirs {
-            if listing.subdirs > 0 {
-                tracing::info!(
-                    "{} holds {} subdirectories; they are not served (only files directly in it are)",
-                    self.images.display(),
-                    listing.subdirs
-                );
-            }
-            self.subdirs = listing.subdirs;
-        }
-        for raw in &listing.not_utf8 {
-            if self.warned_not_utf8.insert(raw.clone()) {
-                tracing::warn!("skipping {}: its file name is not UTF-8", Path::new(raw).display());
-            }
-        }
-    }
-
-    /// A file that was renamed: the same content under a new name keeps its encoding (and gets the
-    /// new name's hit identity).
-    fn renamed(&mut self, found: Found, old: Tracked) {
-        let serving = old.serving.map(|(image, key)| {
-            (Arc::new(Image::new(self.registry.intern(&found.name), image.body.clone(), self.max_age)), key)
-        });
-        self.changed |= serving.is_some();
-        self.files
-            .insert(found.name, Tracked { stamp: found.stamp, serving, record: old.record, queued: false });
-    }
-
-    /// A new or changed file: serve it from the cache if its encoding is there, else queue it.
-    fn consider(&mut self, found: Found) {
-        let known = self.known.remove(&found.name).filter(|r| r.stamp == found.stamp);
-        let tracked = self.files.entry(found.name.clone()).or_insert(Tracked {
-            stamp: found.stamp,
-            serving: None,
-            record: None,
-            queued: false,
-        });
-        tracked.stamp = found.stamp;
-        match known.map(|r| r.outcome) {
-            Some(Outcome::Encoded { hash, format, key: served, written }) => {
-                let wanted = blake3::Hash::from_hex(&hash)
-                    .ok()
-                    .map(|h| cache::key(&h, &self.settings.for_source(format)));
-                if let Some(key) = wanted.filter(|k| *k == served) {
-                    let unstamped = written.is_none_or(|w| w.digest.is_none());
-                    if let Some((body, written)) = self.cache.get(&key, written) {
-                        self.stats.cache_hit();
-                        self.unsaved |= unstamped;
-                        let image = Arc::new(Image::new(
-                            self.registry.intern(&found.name),
-                            Arc::new(body),
-                            self.max_age,
-                        ));
-                        tracked.serving = Some((image, key.clone()));
-                        tracked.record = Some(Outcome::Encoded { hash, format, key, written: Some(written) });
-                        self.changed = true;
-                        if let Some(first) = &mut self.first_scan {
-                            first.from_cache += 1;
-                        }
-                        return;
-                    }
-                } else if let Some((body, _)) = self.cache.get(&served, written) {
-                    // Encoded with other settings: serve that until the new encoding is ready.
-                    let image =
-                        Arc::new(Image::new(self.registry.intern(&found.name), Arc::new(body), self.max_age));
-                    tracked.serving = Some((image, served));
-                    self.changed = true;
-                }
-            }
-            Some(Outcome::Failed { reason }) => {
-                tracing::warn!("skipping {}: {reason} (unchanged since it failed)", found.name);
-                tracked.record = Some(Outcome::Failed { reason });
-                return;
-            }
-            None => {}
-        }
-        if !tracked.queued {
-            tracked.queued = true;
-            self.queued += 1;
-        }
-        let _ = self.jobs.send(Job { name: found.name, path: found.path, stamp: found.stamp });
-    }
-
-    fn on_done(&mut self, done: Done) {
-        let Some(tracked) = self.files.get_mut(&done.name).filter(|t| t.queued && t.stamp == done.stamp)
-        else {
-            // Removed or changed again since: a newer job (if any) decides.
-            return;
-        };
-        tracked.queued = false;
-        self.queued -= 1;
-        self.unsaved = true;
-        match done.result {
-            pool::Result::Ready { body, outcome } => {
-                let Outcome::Encoded { key, .. } = &outcome else { unreachable!("ready means encoded") };
-                let image = Arc::new(Image::new(self.registry.intern(&done.name), body, self.max_age));
-                tracked.serving = Some((image, key.clone()));
-                tracked.record = Some(outcome);
-                self.changed = true;
-                if let Some(first) = &mut self.first_scan {
-                    first.encoded += 1;
-                }
-            }
-            pool::Result::Failed(reason) => {
-                tracing::warn!("skipping {}: {reason}", done.name);
-                self.changed |= tracked.serving.take().is_some();
-                tracked.record = Some(Outcome::Failed { reason });
-            }
-            pool::Result::Unsettled => {
-                tracked.stamp = Stamp::default();
-                self.rescan_soon();
-            }
-        }
-        if self.first_scan.is_some() && self.queued == 0 {
-            self.first_scan_complete();
-        }
-    }
-
-    fn first_scan_complete(&mut self) {
-        let Some(first) = self.first_scan.take() else { return };
-        let failed = self.files.values().filter(|t| matches!(t.record, Some(Outcome::Failed { .. }))).count();
-        let ready = self.files.values().filter(|t| t.serving.is_some()).count();
-        if ready == 0 {
-            tracing::warn!(
-                "no usable image in {} yet (looked for {} files); /readyz and GET / answer 503 until one arrives",
-                self.images.display(),
-                scan::EXTENSIONS.join(", ")
-            );
-        }
-        tracing::info!(
-            "library complete: {ready} images ({} from the cache, {} encoded), {failed} failed, in {} ms",
-            first.from_cache,
-            first.encoded,
-            first.started.elapsed().as_millis()
-        );
-        self.changed = true;
-        self.publish_now();
-        release_memory();
-    }
-
-    /// When the next snapshot should go out: None while nothing changed, `now` for the first.
-    fn publish_due(&self, now: Instant) -> Option<Instant> {
-        self.changed.then(|| self.last_publish.map_or(now, |at| at + PUBLISH_EVERY))
-    }
-
-    fn after_changes(&mut self, now: Instant) {
-        if self.publish_due(now).is_some_and(|at| at <= now) {
-            self.publish_now();
-        }
-        let idle = self.queued == 0 && self.first_scan.is_none();
-        if self.unsaved && (idle || now >= self.last_save + SAVE_EVERY) {
-            self.save_manifest();
-            if idle {
-                self.collect_garbage();
-                release_memory();
-            }
-        }
-    }
-
-    fn publish_now(&mut self) {
-        let images: Vec<Arc<Image>> =
-            self.files.values().filter_map(|t| Some(t.serving.as_ref()?.0.clone())).collect();
-        let catalog = Catalog::new(images, self.first_scan.is_none());
-        self.stats.set_library(
-            self.files.len(),
-            catalog.len(),
-            self.files.values().filter(|t| matches!(t.record, Some(Outcome::Failed { .. }))).count(),
-            self.queued,
-            catalog.body_bytes(),
-        );
-        self.published.publish(catalog);
-        self.changed = false;
-        self.last_publish = Some(Instant::now());
-    }
-
-    fn save_manifest(&mut self) {
-        let records = self
-            .files
-            .iter()
-            .filter_map(|(name, t)| {
-                Some(Record { name: name.clone(), stamp: t.stamp, outcome: t.record.clone()? })
-            })
-            .collect();
-        self.cache.save_manifest(&self.images, records);
-        self.unsaved = false;
-        self.last_save = Instant::now();
-    }
-
-    /// Removes cache files that nothing serves or will serve (old settings, removed sources).
-    fn collect_garbage(&self) {
-        let mut keep: HashSet<&str> = HashSet::new();
-        for t in self.files.values() {
-            if let Some((_, key)) = &t.serving {
-                keep.insert(key);
-            }
-            if let Some(Outcome::Encoded { key, .. }) = &t.record {
-                keep.insert(key);
-            }
-        }
-        let freed = self.cache.collect_garbage(&keep);
-        if freed > 0 {
-            tracing::info!("removed {freed} bytes of encodings nothing serves from the cache");
-        }
-    }
-}
-
-/// Decoding and encoding went through memory that neither mimalloc (Rust's side) nor glibc's
-/// malloc (libwebp's) hands back to the OS by itself; the server keeps none of it.
-fn release_memory() {
-    // SAFETY: both only release free memory.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-        libc::malloc_trim(0);
     }
 }

@@ -20,8 +20,8 @@ use super::cache::{self, Cache, Outcome};
 use super::decode::{decode, probe};
 use super::encode::{encode, Settings};
 use super::scan::Stamp;
+use super::stats::LibraryStats;
 use crate::catalog::Body;
-use crate::metrics::LibraryStats;
 
 /// Limits that keep a hostile or huge source from hurting the server.
 #[derive(Debug, Clone, Copy)]
@@ -30,19 +30,19 @@ pub struct Limits {
     pub max_file_bytes: u64,
 }
 
-pub struct Job {
-    pub name: String,
-    pub path: PathBuf,
-    pub stamp: Stamp,
+pub(crate) struct Job {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) stamp: Stamp,
 }
 
-pub struct Done {
-    pub name: String,
-    pub stamp: Stamp,
-    pub result: Result,
+pub(crate) struct Done {
+    pub(crate) name: String,
+    pub(crate) stamp: Stamp,
+    pub(crate) result: Result,
 }
 
-pub enum Result {
+pub(crate) enum Result {
     /// Ready to serve, from `outcome`'s key.
     Ready {
         body: Arc<Body>,
@@ -54,7 +54,7 @@ pub enum Result {
 }
 
 /// Starts `threads` encoders; they end when the job sender is dropped.
-pub fn spawn(
+pub(crate) fn spawn(
     threads: usize,
     settings: Settings,
     limits: Limits,

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// File name extensions that are loaded (case-insensitive); every other file is ignored.
-pub const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "gif", "webp"];
+pub(crate) const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "gif", "webp"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Stamp {
@@ -30,7 +30,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(meta: &Metadata) -> Stamp {
+    pub(crate) fn of(meta: &Metadata) -> Stamp {
         Stamp {
             ino: meta.ino(),
             size: meta.size(),
@@ -39,7 +39,7 @@ impl Stamp {
     }
 
     /// How long ago the file was last modified (zero when its time is in the future).
-    pub fn age(&self, now: SystemTime) -> Duration {
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
         let now_ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
         Duration::from_nanos(now_ns.saturating_sub(self.mtime_ns).max(0) as u64)
     }
@@ -63,7 +63,7 @@ pub struct Listing {
 }
 
 /// Whether `name` may be an image of the library by its name alone.
-pub fn is_candidate(name: &str) -> bool {
+pub(crate) fn is_candidate(name: &str) -> bool {
     !name.starts_with('.')
         && Path::new(name)
             .extension()

@@ -13,10 +13,10 @@ use std::os::fd::RawFd;
 
 use slab::Slab;
 
-use crate::metrics::ThreadStats;
+use super::stats::ThreadStats;
 
 #[derive(Default)]
-pub struct Conns {
+pub(crate) struct Conns {
     slots: RefCell<Slab<Slot>>,
 }
 
@@ -31,18 +31,18 @@ struct Slot {
 
 impl Conns {
     /// Registers a new connection; it is removed when the returned guard drops.
-    pub fn open<'a>(&'a self, fd: RawFd, stats: &'a ThreadStats) -> ConnSlot<'a> {
+    pub(crate) fn open<'a>(&'a self, fd: RawFd, stats: &'a ThreadStats) -> ConnSlot<'a> {
         stats.connection_opened();
         let key = self.slots.borrow_mut().insert(Slot { fd, waiting_since: None, expired: false });
         ConnSlot { conns: self, stats, key }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.borrow().len()
     }
 
     /// Wakes every connection that has waited `timeout_ms` or longer for its request.
-    pub fn expire(&self, now: u64, timeout_ms: u64) {
+    pub(crate) fn expire(&self, now: u64, timeout_ms: u64) {
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
             if slot.waiting_since.is_some_and(|since| now.saturating_sub(since) >= timeout_ms) {
                 slot.expired = true;
@@ -53,7 +53,7 @@ impl Conns {
 
     /// At shutdown: wakes every connection that is waiting for a request. Those in the middle of
     /// answering one finish it and then close by themselves.
-    pub fn end_waits(&self) {
+    pub(crate) fn end_waits(&self) {
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
             if slot.waiting_since.is_some() {
                 end_wait(slot);
@@ -69,7 +69,7 @@ fn end_wait(slot: &mut Slot) {
 }
 
 /// A connection's entry in the table.
-pub struct ConnSlot<'a> {
+pub(crate) struct ConnSlot<'a> {
     conns: &'a Conns,
     stats: &'a ThreadStats,
     key: usize,
@@ -77,17 +77,17 @@ pub struct ConnSlot<'a> {
 
 impl ConnSlot<'_> {
     /// The connection is about to wait for bytes of a request it began waiting for at `since`.
-    pub fn waiting(&self, since: u64) {
+    pub(crate) fn waiting(&self, since: u64) {
         self.conns.slots.borrow_mut()[self.key].waiting_since = Some(since);
     }
 
     /// The wait is over (bytes, end of file or error).
-    pub fn done_waiting(&self) {
+    pub(crate) fn done_waiting(&self) {
         self.conns.slots.borrow_mut()[self.key].waiting_since = None;
     }
 
     /// Whether the header timeout ended the last wait.
-    pub fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         self.conns.slots.borrow()[self.key].expired
     }
 }

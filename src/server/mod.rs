@@ -8,115 +8,41 @@
 //! pending accept with an error, and the loop, seeing the stop flag, drains its connections and
 //! returns. No accept or read future is ever dropped mid-flight to achieve this.
 
-mod admin;
-mod api;
 mod conn;
 mod conns;
+mod dispatch;
+mod event_loop;
+mod images;
+mod info;
+mod operator;
+mod renditions;
+mod reply;
+mod shared;
+mod stats;
 mod wire;
 mod worker;
+mod writes;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Once};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::Context;
 use crossbeam_channel::Sender;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::admin::Admin;
-use crate::catalog::Published;
-use crate::hits::{Hit, Recorder};
-use crate::metrics::Metrics;
-use crate::variants::Variants;
+pub(crate) use event_loop::Driver;
+pub(crate) use shared::{Flags, Shared};
+pub(crate) use stats::ServerStats;
+
+use crate::hits::{Hit, HitStats, Recorder};
 
 /// Pending-connection queue per listener: a spike of thousands of new connections must not
 /// overflow it (monoio's default of 1024 does). The kernel caps it at net.core.somaxconn.
 const BACKLOG: i32 = 4096;
 /// How long a silent new connection is held back before it is accepted anyway (see `defer_accept`).
 const DEFER_ACCEPT_SECS: libc::c_int = 1;
-
-/// What every event loop reads and nothing writes after startup (but the stop flag).
-pub struct Shared {
-    /// The library's newest catalogue snapshot, which each loop takes on its tick.
-    pub published: &'static Published,
-    pub metrics: &'static Metrics,
-    /// Renditions: the shared cache and the render pool.
-    pub variants: &'static Variants,
-    /// The write routes, when an admin token is configured.
-    pub admin: Option<&'static Admin>,
-    pub header_timeout: Duration,
-    /// Open connections per event loop; past it, new ones are closed at once.
-    pub max_conns: usize,
-    stopping: AtomicBool,
-    draining: AtomicBool,
-}
-
-impl Shared {
-    pub fn new(
-        published: &'static Published,
-        metrics: &'static Metrics,
-        variants: &'static Variants,
-        admin: Option<&'static Admin>,
-        header_timeout: Duration,
-        max_conns: usize,
-    ) -> Shared {
-        Shared {
-            published,
-            metrics,
-            variants,
-            admin,
-            header_timeout,
-            max_conns,
-            stopping: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-        }
-    }
-
-    /// True once shutdown announced itself: `/readyz` answers 503 and responses close.
-    pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-}
-
-/// The event loop an I/O driver runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    IoUring,
-    /// monoio's legacy driver, for kernels or sandboxes without io_uring.
-    Epoll,
-}
-
-impl Driver {
-    /// io_uring when this kernel offers what monoio needs, epoll otherwise (with one warning).
-    pub fn detect() -> Driver {
-        if monoio::utils::detect_uring() {
-            return Driver::IoUring;
-        }
-        let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
-            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-        let why = if forced { "MONOIO_FORCE_LEGACY_DRIVER is set" } else { "the kernel does not offer it" };
-        warn_io_uring_unavailable(why);
-        Driver::Epoll
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Driver::IoUring => "io_uring",
-            Driver::Epoll => "epoll",
-        }
-    }
-}
-
-/// The one warning about falling back to epoll, however many threads fall back.
-fn warn_io_uring_unavailable(why: &str) {
-    static WARNED: Once = Once::new();
-    WARNED.call_once(|| {
-        tracing::warn!("io_uring is not available ({why}): serving with the slower epoll driver")
-    });
-}
 
 /// `count` listening sockets on `addr`, all in one SO_REUSEPORT group.
 pub fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
@@ -146,7 +72,7 @@ pub fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpL
 /// Raises this process's open-file limit to the most it may have (as Go and nginx do): every
 /// connection is a descriptor, and the usual soft limit of 1024 is far below what one loop can
 /// serve. Returns the limit now in force.
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
     unsafe {
@@ -189,29 +115,31 @@ fn defer_accept(socket: &Socket) -> std::io::Result<()> {
 }
 
 /// The running event loops.
-pub struct Server {
+pub(crate) struct Server {
     threads: Vec<JoinHandle<()>>,
     /// Duplicates of the loops' listening sockets, to shut them down from outside.
     listeners: Vec<std::net::TcpListener>,
     shared: &'static Shared,
 }
 
-/// Starts one event loop per listener and returns once all of them serve.
-pub fn start(
+/// Starts one event loop per listener and returns once all of them serve; `hit_stats` holds a
+/// served-hits counter for each.
+pub(crate) fn start(
     listeners: Vec<std::net::TcpListener>,
     shared: &'static Shared,
     hits: Sender<Hit>,
+    hit_stats: &'static HitStats,
     driver: Driver,
 ) -> anyhow::Result<(Server, Driver)> {
     let (ready_tx, ready) = mpsc::channel();
     let mut server = Server { threads: Vec::new(), listeners: Vec::new(), shared };
     for (index, listener) in listeners.into_iter().enumerate() {
         server.listeners.push(listener.try_clone().context("cannot duplicate a listening socket")?);
-        let recorder = Recorder::new(hits.clone());
+        let recorder = Recorder::new(hits.clone(), hit_stats.served_by(index));
         let ready_tx = ready_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("keiko-loop-{index}"))
-            .spawn(move || worker::run(index, listener, shared, recorder, driver, ready_tx))
+            .spawn(move || event_loop::run(index, listener, shared, recorder, driver, ready_tx))
             .context("cannot start an event-loop thread")?;
         server.threads.push(thread);
     }
@@ -223,7 +151,7 @@ pub fn start(
             Ok(Ok(Driver::IoUring)) => {}
             Ok(Err(e)) => {
                 server.stop();
-                anyhow::bail!(e);
+                anyhow::bail!(e.0);
             }
             Err(_) => {
                 server.stop();
@@ -238,13 +166,13 @@ impl Server {
     /// Begins a graceful stop: `/readyz` answers 503 and every response closes its connection,
     /// while the loops go on serving, so that a load balancer's health check moves the traffic
     /// away before the listeners close.
-    pub fn drain(&self) {
-        self.shared.draining.store(true, Ordering::Relaxed);
+    pub(crate) fn drain(&self) {
+        self.shared.flags.start_draining();
     }
 
     /// Stops accepting, lets every loop finish the responses in flight, and waits for them.
-    pub fn stop(self) {
-        self.shared.stopping.store(true, Ordering::Release);
+    pub(crate) fn stop(self) {
+        self.shared.flags.start_stopping();
         for listener in &self.listeners {
             // Wakes the loop's pending accept with an error; the loop sees `stopping` and ends.
             // SAFETY: plain syscall on a socket this struct keeps open.

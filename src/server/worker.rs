@@ -1,52 +1,27 @@
-//! One event-loop thread: a monoio runtime on its own core with its own SO_REUSEPORT listener,
-//! serving every connection it accepts from start to end. Nothing here is shared with the other
-//! loops except the read-only catalogue and the write-only hit channel.
-//!
-//! Besides the accept loop each thread runs a ticker that, ten times a second, takes the library's
-//! newest catalogue snapshot if there is one, renders the Date header, advances the coarse clock
-//! used for the header timeout, ends overdue waits, and resends hits held back while the channel
-//! was full. At shutdown the listener has been shut down from the
-//! signal thread, which ends the accept loop; the thread then wakes the connections that wait for
-//! a request, lets the others finish their response, and hands back held hits before returning.
+//! One event loop's own state, shared by its accept loop, its ticker and its connections and by
+//! nothing on another thread: its clone of the catalogue snapshot, its memo of renditions, this
+//! second's Date tails, its coarse clock, its counters, its end of the hit channel and its table
+//! of connections. Everything is a `Cell` or `RefCell`: one thread, no locks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use futures_util::FutureExt;
-use monoio::blocking::DefaultThreadPool;
-use monoio::net::TcpListener;
-use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use std::time::SystemTime;
 
 use super::conns::Conns;
-use super::{conn, Driver, Shared};
+use super::shared::Shared;
+use super::stats::ThreadStats;
 use crate::catalog::Catalog;
 use crate::hits::Recorder;
 use crate::http::response::Tails;
-use crate::metrics::ThreadStats;
 use crate::variants::{Key, Rendered};
 
-/// io_uring submission queue size: room for a burst of accepts, reads and writes per loop turn.
-const URING_ENTRIES: u32 = 4096;
-/// How long shutdown waits for responses in flight before the thread exits regardless.
-const DRAIN_GRACE: Duration = Duration::from_secs(3);
-/// Pause after accept fails for lack of file descriptors or memory, instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest time between two ticks: how late a loop may see a new catalogue snapshot.
-pub const MAX_TICK: Duration = Duration::from_millis(100);
-
-/// The thread's state, shared by its accept loop, ticker and connections (never across threads).
-pub struct Worker {
-    pub shared: &'static Shared,
-    pub stats: &'static ThreadStats,
-    pub hits: Recorder,
-    pub conns: Conns,
+pub(crate) struct Worker {
+    pub(crate) shared: &'static Shared,
+    pub(crate) stats: &'static ThreadStats,
+    pub(crate) hits: Recorder,
+    pub(crate) conns: Conns,
     /// This loop's own clone of the newest catalogue snapshot. The `Rc` is what a response in
     /// flight holds on to: cloning it touches no counter another thread touches.
     catalog: RefCell<Rc<Catalog>>,
@@ -58,19 +33,35 @@ pub struct Worker {
     memo: RefCell<HashMap<Key, Arc<Rendered>>>,
     /// Milliseconds since the thread started, as of the last tick.
     clock: Cell<u64>,
-    stopping: Cell<bool>,
     /// Set from shutdown or the drain before it: every answer closes its connection.
     closing: Cell<bool>,
 }
 
 impl Worker {
+    pub(crate) fn new(shared: &'static Shared, stats: &'static ThreadStats, hits: Recorder) -> Worker {
+        let worker = Worker {
+            shared,
+            stats,
+            hits,
+            conns: Conns::default(),
+            catalog: RefCell::new(Rc::default()),
+            generation: Cell::new(u64::MAX),
+            tails: RefCell::new(Rc::new(Tails::at(SystemTime::now()))),
+            memo: RefCell::new(HashMap::new()),
+            clock: Cell::new(0),
+            closing: Cell::new(false),
+        };
+        worker.refresh_catalog();
+        worker
+    }
+
     /// The catalogue snapshot to answer from.
-    pub fn catalog(&self) -> Rc<Catalog> {
+    pub(crate) fn catalog(&self) -> Rc<Catalog> {
         self.catalog.borrow().clone()
     }
 
     /// Takes the library's newest snapshot if it published one since the last look.
-    fn refresh_catalog(&self) {
+    pub(crate) fn refresh_catalog(&self) {
         let published = self.shared.published;
         let generation = published.generation();
         if generation != self.generation.get() {
@@ -81,212 +72,43 @@ impl Worker {
         }
     }
 
-    pub fn memo(&self, key: &Key) -> Option<Arc<Rendered>> {
+    pub(crate) fn memo(&self, key: &Key) -> Option<Arc<Rendered>> {
         self.memo.borrow().get(key).cloned()
     }
 
-    pub fn remember(&self, key: Key, rendered: Arc<Rendered>) {
+    pub(crate) fn remember(&self, key: Key, rendered: Arc<Rendered>) {
         self.memo.borrow_mut().insert(key, rendered);
     }
 
     /// This second's Date and Connection header lines.
-    pub fn tails(&self) -> Rc<Tails> {
+    pub(crate) fn tails(&self) -> Rc<Tails> {
         self.tails.borrow().clone()
     }
 
     /// A clock in milliseconds, as precise as the tick.
-    pub fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.clock.get()
     }
 
     /// True once draining or shutdown began: answer with `Connection: close`, so that clients
     /// move to the nodes that stay.
-    pub fn closing(&self) -> bool {
+    pub(crate) fn closing(&self) -> bool {
         self.closing.get()
     }
-}
 
-/// Runs event loop `index` until shutdown, reporting on `ready` whether it could start.
-pub fn run(
-    index: usize,
-    listener: std::net::TcpListener,
-    shared: &'static Shared,
-    hits: Recorder,
-    driver: Driver,
-    ready: mpsc::Sender<Result<Driver, String>>,
-) {
-    let worker = Rc::new(Worker {
-        shared,
-        stats: shared.metrics.thread(index),
-        hits,
-        conns: Conns::default(),
-        catalog: RefCell::new(Rc::default()),
-        generation: Cell::new(u64::MAX),
-        tails: RefCell::new(Rc::new(Tails::at(SystemTime::now()))),
-        memo: RefCell::new(HashMap::new()),
-        clock: Cell::new(0),
-        stopping: Cell::new(false),
-        closing: Cell::new(false),
-    });
-    // The write routes' file work (unlink, fsync) runs on a small blocking pool, off the loop.
-    let blocking = || Box::new(DefaultThreadPool::new(2));
-    if driver == Driver::IoUring {
-        let builder = RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer();
-        let builder = if shared.admin.is_some() { builder.attach_thread_pool(blocking()) } else { builder };
-        match builder.build() {
-            Ok(mut rt) => return rt.block_on(serve(listener, worker, Driver::IoUring, ready)),
-            Err(e) => super::warn_io_uring_unavailable(&e.to_string()),
+    /// Every answer from now on closes its connection.
+    pub(crate) fn close_every_connection(&self) {
+        self.closing.set(true);
+    }
+
+    /// The ticker's housekeeping: the newest snapshot, an empty memo, the clock, and a new Date
+    /// line when the second changed.
+    pub(crate) fn tick(&self, clock_ms: u64, new_second: Option<SystemTime>) {
+        self.refresh_catalog();
+        self.memo.borrow_mut().clear();
+        self.clock.set(clock_ms);
+        if let Some(now) = new_second {
+            *self.tails.borrow_mut() = Rc::new(Tails::at(now));
         }
     }
-    let builder = RuntimeBuilder::<LegacyDriver>::new().enable_timer();
-    let builder = if shared.admin.is_some() { builder.attach_thread_pool(blocking()) } else { builder };
-    match builder.build() {
-        Ok(mut rt) => rt.block_on(serve(listener, worker, Driver::Epoll, ready)),
-        Err(e) => {
-            let _ = ready.send(Err(format!("event loop {index} cannot start: {e}")));
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    w: Rc<Worker>,
-    driver: Driver,
-    ready: mpsc::Sender<Result<Driver, String>>,
-) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("cannot listen: {e}")));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(driver));
-    w.refresh_catalog();
-    monoio::spawn(tick(w.clone()));
-    accept(&listener, &w).await;
-
-    w.stopping.set(true);
-    w.closing.set(true);
-    w.conns.end_waits();
-    let deadline = Instant::now() + DRAIN_GRACE;
-    while w.conns.len() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(5)).await;
-    }
-    w.hits.send_held();
-}
-
-async fn accept(listener: &TcpListener, w: &Rc<Worker>) {
-    // Log lines go out when a condition starts and ends, not once per refused connection.
-    let (mut full, mut starved) = (false, false);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                if std::mem::take(&mut starved) {
-                    tracing::info!("accepting connections again");
-                }
-                if w.conns.len() >= w.shared.max_conns {
-                    // Closed at once: the connections being served keep their share of the loop.
-                    drop(stream);
-                    w.stats.connection_refused();
-                    if !std::mem::replace(&mut full, true) {
-                        tracing::warn!(
-                            "{} open connections on this thread: closing new ones until some end",
-                            w.shared.max_conns
-                        );
-                    }
-                    continue;
-                }
-                full = false;
-                // A new connection sees the newest snapshot at once, so that two connections in a
-                // row never see an image on one loop and miss it on another.
-                w.refresh_catalog();
-                monoio::spawn(contain_panics(conn::serve(stream, w.clone())));
-            }
-            Err(_) if w.shared.stopping.load(Ordering::Acquire) => return,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) =>
-            {
-                if !std::mem::replace(&mut starved, true) {
-                    tracing::warn!("accept failed: {e}; retrying every {} ms", ACCEPT_BACKOFF.as_millis());
-                }
-                monoio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-            Err(e) => tracing::debug!("accept failed: {e}"),
-        }
-    }
-}
-
-/// A panic while serving one connection ends that connection only (its socket and table slot are
-/// released as the task unwinds); the loop and its other connections go on.
-async fn contain_panics(connection: impl Future<Output = ()>) {
-    if AssertUnwindSafe(connection).catch_unwind().await.is_err() {
-        tracing::error!("a connection handler panicked; that connection was closed");
-    }
-}
-
-async fn tick(w: Rc<Worker>) {
-    let every = (w.shared.header_timeout / 4).clamp(Duration::from_millis(25), MAX_TICK);
-    let timeout_ms = w.shared.header_timeout.as_millis() as u64;
-    let started = Instant::now();
-    let mut second = unix_second(SystemTime::now());
-    let mut busy = BusyMeter::new();
-    while !w.stopping.get() {
-        monoio::time::sleep(every).await;
-        busy.sample(w.stats);
-        if w.shared.draining() {
-            w.closing.set(true);
-        }
-        w.refresh_catalog();
-        w.memo.borrow_mut().clear();
-        w.clock.set(started.elapsed().as_millis() as u64);
-        let now = SystemTime::now();
-        if unix_second(now) != second {
-            second = unix_second(now);
-            *w.tails.borrow_mut() = Rc::new(Tails::at(now));
-        }
-        w.conns.expire(w.clock.get(), timeout_ms);
-        w.hits.retry_held();
-    }
-}
-
-/// Measures the loop's busy fraction from its thread's CPU clock: io_uring waits sleep off the
-/// CPU, so CPU time over wall time is the share of time spent working (kernel time included).
-struct BusyMeter {
-    window_start: Instant,
-    cpu_at_start: Duration,
-}
-
-/// How long a window the busy fraction is averaged over.
-const BUSY_WINDOW: Duration = Duration::from_secs(1);
-
-impl BusyMeter {
-    fn new() -> BusyMeter {
-        BusyMeter { window_start: Instant::now(), cpu_at_start: thread_cpu_time() }
-    }
-
-    fn sample(&mut self, stats: &ThreadStats) {
-        let elapsed = self.window_start.elapsed();
-        if elapsed < BUSY_WINDOW {
-            return;
-        }
-        let cpu = thread_cpu_time();
-        let ratio = cpu.saturating_sub(self.cpu_at_start).as_secs_f64() / elapsed.as_secs_f64();
-        stats.set_busy(cpu, ratio);
-        *self = BusyMeter { window_start: Instant::now(), cpu_at_start: cpu };
-    }
-}
-
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into the struct passed.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn unix_second(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-pub struct Disk {
+pub(crate) struct Disk {
     dir: PathBuf,
     budget: u64,
     used: AtomicU64,
@@ -25,7 +25,7 @@ pub struct Disk {
 
 impl Disk {
     /// Opens (creating it if needed) `dir`; None, with one warning, when it cannot be written.
-    pub fn open(dir: &Path, budget: u64) -> Option<Disk> {
+    pub(crate) fn open(dir: &Path, budget: u64) -> Option<Disk> {
         let disk = Disk {
             dir: dir.to_path_buf(),
             budget,
@@ -51,7 +51,7 @@ impl Disk {
     }
 
     /// The file stored under `name`, if there is one that `whole` accepts (else it is removed).
-    pub fn get(&self, name: &str, whole: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    pub(crate) fn get(&self, name: &str, whole: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
         let path = self.dir.join(name);
         let bytes = std::fs::read(&path).ok()?;
         if !whole(&bytes) {
@@ -66,7 +66,7 @@ impl Disk {
 
     /// Stores `bytes` under `name`; a failure is logged and otherwise ignored (the rendition is
     /// still served from memory).
-    pub fn put(&self, name: &str, bytes: &[u8]) {
+    pub(crate) fn put(&self, name: &str, bytes: &[u8]) {
         if let Err(e) = self.write(name, bytes) {
             tracing::warn!("cannot store rendition {name} in {}: {e}", self.dir.display());
             return;
@@ -115,7 +115,7 @@ impl Disk {
         self.used.store(used, Ordering::Relaxed);
     }
 
-    pub fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 }

@@ -12,6 +12,8 @@
 
 mod disk;
 mod render;
+pub(crate) mod spec;
+mod stats;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -24,71 +26,79 @@ use event_listener::Event;
 use flate2::write::GzEncoder;
 
 use crate::catalog::{digest, Image};
-use crate::http::response::{etag, image_head, Caching};
-use crate::http::route::{Form, Variant};
-use crate::library::encode::Settings;
-use crate::metrics::VariantStats;
+use crate::http::response::ImageHeads;
+use crate::library::Settings;
+use crate::test_hooks;
 use disk::Disk;
 use render::Output;
+use spec::{Form, Variant};
+pub(crate) use stats::VariantStats;
 
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Where renditions are kept on disk; None = memory only.
-    pub dir: Option<PathBuf>,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub renderers: usize,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) memory_bytes: u64,
+    pub(crate) disk_bytes: u64,
+    pub(crate) renderers: usize,
     /// Renders that may wait for a thread.
-    pub queue: usize,
-    pub settings: Settings,
-    pub max_pixels: u64,
+    pub(crate) queue: usize,
+    pub(crate) settings: Settings,
+    pub(crate) max_pixels: u64,
     /// Seconds caches may keep `/images/<name>/…` responses.
-    pub max_age: u32,
+    pub(crate) max_age: u32,
 }
 
 /// What identifies a rendition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     /// The digest of the source image's body.
-    pub source: u128,
+    pub(crate) source: u128,
     /// The source image's hit identity (two names may share a body, not a head).
-    pub image: u32,
-    pub variant: Variant,
+    pub(crate) image: u32,
+    pub(crate) variant: Variant,
 }
 
 /// A finished rendition, with the heads of its responses built.
-pub struct Rendered {
-    pub plain: Representation,
+pub(crate) struct Rendered {
+    pub(crate) plain: Representation,
     /// ASCII art also comes gzip-compressed (compressed once, here).
-    pub gzip: Option<Representation>,
+    pub(crate) gzip: Option<Representation>,
 }
 
 /// One representation's body and the heads that go with it (without Date/Connection).
-pub struct Representation {
-    /// For the random and seed routes (`no-store`) ...
-    pub head: Box<[u8]>,
-    /// ... and for `/images/<name>/…` (ETag, `public, max-age`).
-    pub named_head: Box<[u8]>,
-    pub etag: Box<str>,
-    pub body: Box<[u8]>,
+pub(crate) struct Representation {
+    pub(crate) heads: ImageHeads,
+    pub(crate) body: Box<[u8]>,
 }
 
 impl Rendered {
+    /// The representation a client that does (or does not) take gzip gets.
+    pub(crate) fn representation(&self, accepts_gzip: bool) -> &Representation {
+        match &self.gzip {
+            Some(gzipped) if accepts_gzip => gzipped,
+            _ => &self.plain,
+        }
+    }
+
     fn weight(&self) -> u64 {
-        let rep = |r: &Representation| (r.body.len() + r.head.len() + r.named_head.len() + 64) as u64;
+        let rep = |r: &Representation| (r.body.len() + r.heads.weight() + 64) as u64;
         rep(&self.plain) + self.gzip.as_ref().map_or(0, rep)
     }
 }
 
+/// Why a render failed, shared by every request that waited for it.
+pub(crate) type RenderError = Arc<anyhow::Error>;
+
 /// A render on its way: every request for the same rendition waits on the same one.
-pub struct Flight {
+pub(crate) struct Flight {
     done: Event,
-    result: OnceLock<Result<Arc<Rendered>, String>>,
+    result: OnceLock<Result<Arc<Rendered>, RenderError>>,
 }
 
 impl Flight {
     /// The rendition, or why it could not be made.
-    pub async fn wait(&self) -> Result<Arc<Rendered>, String> {
+    pub(crate) async fn wait(&self) -> Result<Arc<Rendered>, RenderError> {
         loop {
             if let Some(result) = self.result.get() {
                 return result.clone();
@@ -103,7 +113,7 @@ impl Flight {
 }
 
 /// The render queue is full.
-pub struct Busy;
+pub(crate) struct Busy;
 
 struct Job {
     key: Key,
@@ -120,7 +130,7 @@ impl quick_cache::Weighter<Key, Arc<Rendered>> for Weigh {
     }
 }
 
-pub struct Variants {
+pub(crate) struct Variants {
     memory: quick_cache::sync::Cache<Key, Arc<Rendered>, Weigh>,
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
     jobs: Sender<Job>,
@@ -131,7 +141,7 @@ pub struct Variants {
 
 impl Variants {
     /// Starts the render threads (they live as long as the process).
-    pub fn start(options: Options, stats: &'static VariantStats) -> anyhow::Result<&'static Variants> {
+    pub(crate) fn start(options: Options, stats: &'static VariantStats) -> anyhow::Result<&'static Variants> {
         let (jobs, queue) = crossbeam_channel::bounded(options.queue);
         let disk = options.dir.as_deref().and_then(|dir| Disk::open(dir, options.disk_bytes));
         let memory = quick_cache::sync::Cache::with_weighter(1024, options.memory_bytes, Weigh);
@@ -152,23 +162,23 @@ impl Variants {
         Ok(variants)
     }
 
-    pub fn max_pixels(&self) -> u64 {
+    pub(crate) fn max_pixels(&self) -> u64 {
         self.options.max_pixels
     }
 
-    pub fn max_age(&self) -> u32 {
+    pub(crate) fn max_age(&self) -> u32 {
         self.options.max_age
     }
 
     /// The rendition if it is in memory.
-    pub fn cached(&self, key: &Key) -> Option<Arc<Rendered>> {
+    pub(crate) fn cached(&self, key: &Key) -> Option<Arc<Rendered>> {
         let found = self.memory.get(key);
         self.stats.looked_up(found.is_some());
         found
     }
 
     /// The render of `key` from `image`: one already in flight, or a new one if the queue has room.
-    pub fn request(&self, key: Key, image: Arc<Image>) -> Result<Arc<Flight>, Busy> {
+    pub(crate) fn request(&self, key: Key, image: Arc<Image>) -> Result<Arc<Flight>, Busy> {
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = flights.get(&key) {
             return Ok(flight.clone());
@@ -198,13 +208,18 @@ impl Variants {
             // A bug in a decoder or filter must fail this one request, not leave its waiters
             // hanging and the pool a thread short.
             let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.make(&job)));
-            let result = made.unwrap_or_else(|_| Err("the renderer panicked".to_string())).map(Arc::new);
+            let result = made
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the renderer panicked")))
+                .map(Arc::new)
+                .map_err(Arc::new);
             match &result {
                 Ok(rendered) => {
                     self.memory.insert(job.key, rendered.clone());
                     self.stats.set_memory_bytes(self.memory.weight());
                 }
-                Err(e) => tracing::warn!("cannot render {:?} of {}: {e}", job.key.variant, job.image.name()),
+                Err(e) => {
+                    tracing::warn!("cannot render {:?} of {}: {e:#}", job.key.variant, job.image.name())
+                }
             }
             let _ = job.flight.result.set(result);
             self.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.key);
@@ -217,10 +232,9 @@ impl Variants {
     }
 
     /// The rendition from disk, or rendered (and then stored on disk).
-    fn make(&self, job: &Job) -> Result<Rendered, String> {
-        #[cfg(debug_assertions)]
-        if let Some(ms) = std::env::var("KEIKO_DEBUG_RENDER_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
-            // A test hook of debug builds: slow renders make the queue fill up.
+    fn make(&self, job: &Job) -> anyhow::Result<Rendered> {
+        if let Some(ms) = test_hooks::knob(test_hooks::RENDER_DELAY_MS) {
+            // Slow renders make the queue fill up.
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         let settings = self.options.settings;
@@ -230,7 +244,7 @@ impl Variants {
             self.disk.as_ref().and_then(|d| d.get(&file, |b| if text { !b.is_empty() } else { is_webp(b) }));
         let output = match from_disk {
             Some(bytes) => {
-                self.stats.from_disk();
+                self.stats.read_from_disk();
                 if text {
                     Output::Text(bytes)
                 } else {
@@ -239,8 +253,7 @@ impl Variants {
             }
             None => {
                 let started = Instant::now();
-                let output = render::render(job.image.body.bytes(), &job.key.variant, settings)
-                    .map_err(|e| format!("{e:#}"))?;
+                let output = render::render(job.image.body.bytes(), &job.key.variant, settings)?;
                 self.stats.rendered(started.elapsed());
                 if let Some(disk) = &self.disk {
                     let (Output::Webp(bytes) | Output::Text(bytes)) = &output;
@@ -255,17 +268,9 @@ impl Variants {
 
     fn represent(&self, image: &Image, output: Output) -> Rendered {
         let max_age = self.options.max_age;
-        let representation = |content_type: &str, extra: &str, body: Vec<u8>| {
-            let etag = etag(digest(&body));
-            let head = image_head(image.name(), content_type, body.len(), Caching::NoStore, extra);
-            let named = Caching::Public { etag: &etag, max_age };
-            let named_head = image_head(image.name(), content_type, body.len(), named, extra);
-            Representation {
-                head: head.into(),
-                named_head: named_head.into(),
-                etag: etag.into(),
-                body: body.into(),
-            }
+        let representation = |content_type: &str, extra: &str, body: Vec<u8>| Representation {
+            heads: ImageHeads::new(image.name(), content_type, body.len(), digest(&body), max_age, extra),
+            body: body.into(),
         };
         match output {
             Output::Webp(bytes) => Rendered { plain: representation("image/webp", "", bytes), gzip: None },

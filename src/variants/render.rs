@@ -17,7 +17,7 @@ use libwebp_sys::{
     WEBP_CSP_MODE,
 };
 
-use crate::http::route::{Form, Variant};
+use super::spec::{Form, Variant};
 use crate::library::decode::{Format, Pixels};
 use crate::library::encode::{encode, Settings};
 
@@ -26,13 +26,13 @@ const RAMP: &[u8] = b"@%#*+=-:. ";
 /// A character cell is about twice as tall as it is wide.
 const CELL_ASPECT: f64 = 2.0;
 
-pub enum Output {
+pub(crate) enum Output {
     Webp(Vec<u8>),
     Text(Vec<u8>),
 }
 
 /// Renders `variant` of `webp` (a body from the catalogue).
-pub fn render(webp: &[u8], variant: &Variant, settings: Settings) -> anyhow::Result<Output> {
+pub(crate) fn render(webp: &[u8], variant: &Variant, settings: Settings) -> anyhow::Result<Output> {
     let format = Format::sniff(webp).context("the encoded image is not WebP")?;
     let target = match variant.form {
         Form::Webp(size) => size.map(|(w, h)| (u32::from(w), u32::from(h))),

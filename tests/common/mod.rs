@@ -17,6 +17,7 @@ use zune_core::colorspace::ColorSpace;
 use zune_image::codecs::ImageFormat;
 use zune_image::image::Image;
 
+pub mod inprocess;
 pub mod postgres;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keiko");
@@ -290,10 +291,7 @@ impl Keiko {
     }
 
     pub fn request(&self, raw: &str) -> Response {
-        let mut s = self.connect();
-        s.write_all(raw.as_bytes()).unwrap();
-        let mut reader = BufReader::new(s);
-        Response::read(&mut reader, raw.starts_with("HEAD")).expect("a response")
+        request_at(self.addr, raw)
     }
 
     pub fn hits(&self) -> HashMap<String, u64> {
@@ -336,6 +334,16 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// One request, sent as `raw` on a fresh connection to `addr`, and its response.
+pub fn request_at(addr: SocketAddr, raw: &str) -> Response {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = s;
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    Response::read(&mut reader, raw.starts_with("HEAD")).expect("a response")
 }
 
 /// Polls `check` every 20 ms until it holds or `limit` passes; the last answer.

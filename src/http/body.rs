@@ -1,4 +1,6 @@
-//! A request body, fed as it arrives: Content-Length or chunked transfer coding, bounded.
+//! A request body, fed as it arrives: Content-Length or chunked transfer coding, bounded. The
+//! framing is a protocol-layer state machine apart from any route: the upload handler feeds it
+//! what the connection reads.
 //!
 //! Pure (no I/O), so that the event loop can feed it whatever each read returned and the fuzzer
 //! can feed it any split of any bytes. Chunk sizes are parsed by httparse; the rest of the

@@ -1,0 +1,70 @@
+//! What the catalogue says about its images, as JSON: `/images/<name>/info` for one and
+//! `/v2/list?page&limit` for a page of all of them in name order, with Lorem Picsum's fields and
+//! `Link` headers (keiko's URLs relative to the server). Rendered on request into the
+//! connection's reusable buffer.
+
+use serde::Serialize;
+
+use super::reply::{Reply, Sent};
+use super::worker::Worker;
+use crate::catalog::Image;
+use crate::http::response::{header_safe, Status, NOT_FOUND};
+
+const JSON: &str = "application/json";
+
+/// One image's facts.
+#[derive(Serialize)]
+struct Info<'a> {
+    name: &'a str,
+    width: u32,
+    height: u32,
+    bytes: usize,
+    hits: u64,
+    url: String,
+    download_url: String,
+}
+
+impl<'a> Info<'a> {
+    fn of(image: &'a Image) -> Info<'a> {
+        let (width, height) = image.body.dimensions();
+        let path = format!("/images/{}", header_safe(image.name()));
+        Info {
+            name: image.name(),
+            width,
+            height,
+            bytes: image.body.len(),
+            hits: image.tally.total(),
+            url: format!("{path}/info"),
+            download_url: path,
+        }
+    }
+}
+
+/// `/images/<name>/info`; `name` as sent (percent-encoded).
+pub(crate) fn image(w: &Worker, name: &[u8], reply: Reply) -> Sent {
+    let catalog = w.catalog();
+    let Some(index) = catalog.find(name) else { return reply.canned(&NOT_FOUND) };
+    reply.rendered(Status::Ok, JSON, "", |out| {
+        serde_json::to_writer(out, &Info::of(catalog.image(index))).expect("image info always serializes")
+    })
+}
+
+/// A page of every image, in name order, with a `Link` header to the pages before and after.
+pub(crate) fn list(w: &Worker, page: u32, limit: u32, reply: Reply) -> Sent {
+    let catalog = w.catalog();
+    let start = (u64::from(page) - 1).saturating_mul(u64::from(limit));
+    let start = usize::try_from(start).unwrap_or(usize::MAX).min(catalog.len());
+    let end = start.saturating_add(limit as usize).min(catalog.len());
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(format!("</v2/list?page={}&limit={limit}>; rel=\"prev\"", page - 1));
+    }
+    if end < catalog.len() {
+        links.push(format!("</v2/list?page={}&limit={limit}>; rel=\"next\"", page + 1));
+    }
+    let link = if links.is_empty() { String::new() } else { format!("Link: {}\r\n", links.join(", ")) };
+    reply.rendered(Status::Ok, JSON, &link, |out| {
+        let page: Vec<Info> = (start..end).map(|i| Info::of(catalog.image(i))).collect();
+        serde_json::to_writer(out, &page).expect("image info always serializes")
+    })
+}

@@ -1,0 +1,127 @@
+//! The response to one request, as its handler builds it: a [`Reply`] holds the connection's
+//! reusable [`Wire`], this second's Date tails, the route it is counted under, whether the method
+//! was HEAD, and the connection policy, decided once before any handler runs (what the client
+//! allows, unless keiko is draining or stopping, and never for an upload). A handler can only
+//! consume it into a [`Sent`] by choosing what to send, so it cannot forget the policy, send two
+//! answers, or send a body to a HEAD. It may still end the connection early ([`Reply::closing`])
+//! after a failure that leaves the connection's state unknown.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::wire::Wire;
+use crate::catalog::Catalog;
+use crate::http::response::{self, Canned, Connection, Status, Tails};
+use crate::http::route::Route;
+use crate::variants::Rendered;
+
+/// A response on its way; see the module comment.
+pub(crate) struct Reply<'a> {
+    wire: &'a mut Wire,
+    tails: Rc<Tails>,
+    route: Route,
+    connection: Connection,
+    head_only: bool,
+}
+
+/// What was sent, for the counters, the hit channel and what happens to the connection next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    pub(crate) route: Route,
+    pub(crate) status: Status,
+    pub(crate) connection: Connection,
+    /// The hit identity of the image sent, if this response counts a hit.
+    pub(crate) hit: Option<u32>,
+}
+
+impl<'a> Reply<'a> {
+    pub(crate) fn new(
+        wire: &'a mut Wire,
+        tails: Rc<Tails>,
+        route: Route,
+        connection: Connection,
+        head_only: bool,
+    ) -> Reply<'a> {
+        Reply { wire, tails, route, connection, head_only }
+    }
+
+    /// Ends the connection after this response, whatever the client asked.
+    pub(crate) fn closing(mut self) -> Reply<'a> {
+        self.connection = Connection::Close;
+        self
+    }
+
+    fn sent(&self, status: Status, hit: Option<u32>) -> Sent {
+        Sent { route: self.route, status, connection: self.connection, hit: hit.filter(|_| !self.head_only) }
+    }
+
+    /// A fixed response.
+    pub(crate) fn canned(self, canned: &'static Canned) -> Sent {
+        self.fixed(canned.status, canned.head, canned.body)
+    }
+
+    /// A response built once for the life of the process (a status, its head and its body).
+    pub(crate) fn fixed(self, status: Status, head: &'static [u8], body: &'static [u8]) -> Sent {
+        let sent = self.sent(status, None);
+        let body = if self.head_only { &[][..] } else { body };
+        self.wire.load(head, self.tails, self.connection, body);
+        sent
+    }
+
+    /// Image `index` of `catalog`, by name (`named`: ETag and `public` caching) or picked at
+    /// random; it counts a hit unless the method was HEAD.
+    pub(crate) fn image(self, catalog: Rc<Catalog>, index: usize, named: bool) -> Sent {
+        let sent = self.sent(Status::Ok, Some(catalog.image(index).tally.id));
+        self.wire.load_image(catalog, index, named, self.tails, self.connection, self.head_only);
+        sent
+    }
+
+    /// A rendition (its gzip representation when `gzip`), by name or at random; `hit` is the
+    /// source image's identity when serving it counts one.
+    pub(crate) fn rendition(
+        self,
+        rendered: Arc<Rendered>,
+        gzip: bool,
+        named: bool,
+        hit: Option<u32>,
+    ) -> Sent {
+        let sent = self.sent(Status::Ok, hit);
+        self.wire.load_rendition(rendered, gzip, named, self.tails, self.connection, self.head_only);
+        sent
+    }
+
+    /// 304 for a conditional GET whose tag matches: no body, no hit. `extra` is more header lines.
+    pub(crate) fn not_modified(self, etag: &str, max_age: u32, extra: &str) -> Sent {
+        let sent = self.sent(Status::NotModified, None);
+        let head_len = response::render_not_modified(self.wire.rendered_mut(), etag, max_age, extra);
+        self.wire.load_rendered(head_len, self.tails, self.connection, true);
+        sent
+    }
+
+    /// 400 with a body that says which parameter was wrong and why.
+    pub(crate) fn bad_request(self, why: &str) -> Sent {
+        self.text(Status::BadRequest, why)
+    }
+
+    /// A plain-text answer of any status, its body `text` and a line end.
+    pub(crate) fn text(self, status: Status, text: &str) -> Sent {
+        self.rendered(status, "text/plain; charset=utf-8", "", |out| {
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'\n');
+        })
+    }
+
+    /// A response rendered now: `body` writes the body, `extra` is more header lines.
+    pub(crate) fn rendered(
+        self,
+        status: Status,
+        content_type: &str,
+        extra: &str,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Sent {
+        let sent = self.sent(status, None);
+        let body_at = response::render(self.wire.rendered_mut(), status, content_type, extra, body);
+        self.wire.load_rendered(body_at, self.tails, self.connection, self.head_only);
+        sent
+    }
+}
