@@ -120,6 +120,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         stats: server_stats,
         header_timeout: config.header_timeout(),
         max_conns: config.max_conns as usize,
+        timer: quanta::Clock::new(),
         flags: Flags::default(),
     });
     let (server, driver) = server::start(listeners, shared, hits_tx, hit_stats, Driver::detect())?;

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! event-loop threads                          writer thread (one)          SQLite or PostgreSQL
-//! Recorder::record(id) ---try_send(Hit)-->    drain every tick, coalesce  --one tx per flush-->  hits
-//!        | channel full: count locally          per image, add to its Tally  (prepared upserts)
-//!        '-- retried on the thread's tick       (what /hits reports, with the
+//! Recorder::record(id): counts[id] += 1       drain every tick, coalesce  --one tx per flush-->  hits
+//!   every 10 ms: try_send(Hit) per image -->    per image, add to its Tally  (prepared upserts)
+//!   (channel full: kept for the next batch)     (what /hits reports, with the
 //!                                               database's counts read back every second)
 //! ```
 //!
@@ -12,11 +12,12 @@
 //! life of the process, never reused, so a hit served just before its image is removed, renamed
 //! or replaced still lands on the right row.
 //!
-//! The hot path only ever does a non-blocking `try_send` of 8 bytes onto a bounded, lock-free
-//! crossbeam channel. It never waits: if the writer has fallen so far behind that the channel is
-//! full, the hit is added to the thread's own per-image counts and sent later, so nothing is
-//! dropped. The writer wakes on a timer rather than on every message, so senders never pay for
-//! waking it.
+//! The hot path only adds one to the loop's own count for the image: no atomic read-modify-write,
+//! no cache line shared with another core. Every [`BATCH_EVERY`] the loop sends one 8-byte
+//! message per image it served onto a bounded, lock-free crossbeam channel with `try_send`; it
+//! never waits: if the writer has fallen so far behind that the channel is full, the counts stay
+//! in the loop's table for the next batch, so nothing is dropped. The writer wakes on a timer
+//! rather than on every message, so senders never pay for waking it.
 
 mod libpq;
 mod postgres;
@@ -53,26 +54,40 @@ pub(crate) fn channel() -> (Sender<Hit>, Receiver<Hit>) {
     crossbeam_channel::bounded(capacity.max(1))
 }
 
-/// An event-loop thread's end of the channel.
+/// An event-loop thread's end of the channel: hits are added up per image in the loop's own
+/// table (a plain increment, nothing shared with another core) and sent in batches, one message
+/// per image hit since the last batch, every [`BATCH_EVERY`].
 pub(crate) struct Recorder {
     tx: Sender<Hit>,
-    /// Hits per image that found the channel full, waiting to be sent.
-    held: RefCell<Vec<u32>>,
+    table: RefCell<Table>,
     /// This loop's count of hits served (it is their only writer).
     served: &'static OwnedCounter,
 }
 
+/// How often a loop sends its batch: the most a hit waits before the writer can see it.
+pub(crate) const BATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+#[derive(Default)]
+struct Table {
+    /// Hits not sent yet, by image id.
+    counts: Vec<u32>,
+    /// The ids whose count is not zero, so a batch looks at no other.
+    pending: Vec<u32>,
+}
+
 impl Recorder {
     pub(crate) fn new(tx: Sender<Hit>, served: &'static OwnedCounter) -> Recorder {
-        Recorder { tx, held: RefCell::new(Vec::new()), served }
+        Recorder { tx, table: RefCell::new(Table::default()), served }
     }
 
-    /// Makes room to hold hits on images with ids below `ids`, so that [`Recorder::record`] never
+    /// Makes room for hits on images with ids below `ids`, so that [`Recorder::record`] never
     /// allocates. Called whenever the thread takes a new catalogue snapshot.
     pub(crate) fn cover(&self, ids: usize) {
-        let mut held = self.held.borrow_mut();
-        if held.len() < ids {
-            held.resize(ids, 0);
+        let mut table = self.table.borrow_mut();
+        if table.counts.len() < ids {
+            table.counts.resize(ids, 0);
+            let pending = table.pending.len();
+            table.pending.reserve(ids.saturating_sub(pending));
         }
     }
 
@@ -80,39 +95,48 @@ impl Recorder {
     /// allocates for an image the last [`Recorder::cover`] covered.
     pub(crate) fn record(&self, image: u32) {
         self.served.add(1);
-        if let Err(e) = self.tx.try_send(Hit { image, count: 1 }) {
-            self.hold(e.into_inner());
-        }
+        self.hold(Hit { image, count: 1 });
     }
 
     fn hold(&self, hit: Hit) {
-        let mut held = self.held.borrow_mut();
+        let mut table = self.table.borrow_mut();
         let at = hit.image as usize;
-        if at >= held.len() {
-            held.resize(at + 1, 0);
+        if at >= table.counts.len() {
+            table.counts.resize(at + 1, 0);
         }
-        held[at] = held[at].saturating_add(hit.count);
+        if table.counts[at] == 0 {
+            table.pending.push(hit.image);
+        }
+        table.counts[at] = table.counts[at].saturating_add(hit.count);
     }
 
-    /// Sends what was held back while the channel was full, as far as there is room now.
-    pub(crate) fn retry_held(&self) {
-        let mut held = self.held.borrow_mut();
-        for (image, count) in held.iter_mut().enumerate().filter(|(_, c)| **c > 0) {
-            match self.tx.try_send(Hit { image: image as u32, count: *count }) {
-                Ok(()) => *count = 0,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => return,
+    /// Sends the batch, as far as the channel has room; what does not fit waits for the next.
+    pub(crate) fn send_batch(&self) {
+        let mut table = self.table.borrow_mut();
+        let Table { counts, pending } = &mut *table;
+        while let Some(&image) = pending.last() {
+            let count = std::mem::take(&mut counts[image as usize]);
+            match self.tx.try_send(Hit { image, count }) {
+                Ok(()) => {
+                    pending.pop();
+                }
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    counts[image as usize] = count;
+                    return;
+                }
             }
         }
     }
 
-    /// At shutdown: sends everything held back, waiting for room if it must.
-    pub(crate) fn send_held(&self) {
-        let mut held = self.held.borrow_mut();
-        for (image, count) in held.iter_mut().enumerate().filter(|(_, c)| **c > 0) {
-            if self.tx.send(Hit { image: image as u32, count: *count }).is_err() {
+    /// At shutdown: sends everything not sent yet, waiting for room if it must.
+    pub(crate) fn send_all(&self) {
+        let mut table = self.table.borrow_mut();
+        let Table { counts, pending } = &mut *table;
+        for image in pending.drain(..) {
+            let count = std::mem::take(&mut counts[image as usize]);
+            if self.tx.send(Hit { image, count }).is_err() {
                 tracing::error!("hit writer is gone: {count} hits on image {image} are lost");
             }
-            *count = 0;
         }
     }
 }
@@ -122,7 +146,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_channel_holds_hits_instead_of_dropping_them() {
+    fn hits_go_in_batches_and_a_full_channel_holds_them_instead_of_dropping_them() {
         let (tx, rx) = crossbeam_channel::bounded(2);
         let recorder = Recorder::new(tx, Box::leak(Box::default()));
         recorder.cover(3);
@@ -136,12 +160,12 @@ mod tests {
             }
             per_image
         };
-        assert_eq!(drained(&rx), [1, 1, 0], "the channel took the first two");
-        recorder.retry_held();
-        assert_eq!(drained(&rx), [1, 1, 0], "room for two more messages");
-        recorder.retry_held();
-        assert_eq!(drained(&rx), [0, 0, 3], "held counts go as one message per image");
-        recorder.retry_held();
+        assert_eq!(drained(&rx), [0, 0, 0], "nothing is sent before the batch");
+        recorder.send_batch();
+        assert_eq!(drained(&rx).iter().sum::<u32>(), 5, "the channel took two of three messages");
+        recorder.send_batch();
+        assert_eq!(drained(&rx).iter().sum::<u32>(), 2, "the rest went with the next batch");
+        recorder.send_batch();
         assert_eq!(drained(&rx), [0, 0, 0], "nothing left, nothing sent twice");
     }
 
@@ -153,10 +177,10 @@ mod tests {
             recorder.record(image);
         }
         let reader = std::thread::spawn(move || rx.iter().map(|h| (h.image, h.count)).collect::<Vec<_>>());
-        recorder.send_held();
+        recorder.send_all();
         drop(recorder);
         let mut got = reader.join().unwrap();
         got.sort();
-        assert_eq!(got, [(0, 1), (1, 1), (1, 2)]);
+        assert_eq!(got, [(0, 1), (1, 3)]);
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! This is the hot path. Per request it must never lock, allocate or block: parsing borrows from
 //! the buffer, the answer is loaded into the connection's reusable [`Wire`], a hit is a
-//! non-blocking `try_send`, and the counters belong to this thread alone (two vDSO clock reads a
-//! request). The first read and each write are tried as plain non-blocking syscalls before any
+//! plain increment in this loop's table, and the counters belong to this thread alone (two reads
+//! of the time-stamp counter a request). The first read and each write are tried as plain non-blocking syscalls before any
 //! trip through the ring, because they nearly always complete at once: TCP_DEFER_ACCEPT hands
 //! over a new connection with its request already there, and a response fits the socket's
 //! buffer. `tests/hot_path.rs` counts the allocations of a keep-alive client.
@@ -14,16 +14,16 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::dispatch;
 use super::reply::{Reply, Sent};
 use super::wire::{self, Wire};
 use super::worker::Worker;
+use super::{conns, dispatch};
 use crate::http::request::{self, Parsed, Rejection, MAX_HEAD};
 use crate::http::response::{Connection, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::http::route::Route;
@@ -34,15 +34,14 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
     let slot = w.conns.open(stream.as_raw_fd(), w.stats);
-    let mut buf = Vec::with_capacity(MAX_HEAD);
-    let mut wire = Wire::new();
+    let (mut buf, mut wire) = w.buffers();
     // When the connection began waiting for the request being read (coarse clock).
     let mut waiting_since = None;
     // When the read that brought the first byte of the next request to answer completed: the
     // start of its latency (set by the first read, whose buffer is empty).
     let mut first_byte_at = None;
     let mut fresh = true;
-    loop {
+    'connection: loop {
         slot.waiting(*waiting_since.get_or_insert_with(|| w.now()));
         let filled = buf.len();
         let read = match std::mem::take(&mut fresh).then(|| read_now(stream.as_raw_fd(), &mut buf)).flatten()
@@ -54,7 +53,7 @@ pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 read
             }
         };
-        let read_at = Instant::now();
+        let read_at = w.timer.raw();
         if filled == 0 {
             first_byte_at = Some(read_at);
         }
@@ -63,10 +62,10 @@ pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             if slot.expired() && !buf.is_empty() {
                 let reply = Reply::new(&mut wire, w.tails(), Route::Unknown, Connection::Close, false);
                 let sent = reply.canned(&REQUEST_TIMEOUT);
-                let _ = wire::write(&mut stream, wire, true).await;
+                (_, wire) = wire::write(&mut stream, wire, true).await;
                 w.stats.counted(sent.route, sent.status);
             }
-            return;
+            break;
         }
 
         let mut used = 0;
@@ -83,11 +82,12 @@ pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             let ends = sent.connection == Connection::Close;
             let (written, back) = wire::write(&mut stream, wire, ends).await;
             wire = back;
-            w.stats.responded(sent.route, sent.status, first_byte_at.unwrap_or(read_at).elapsed());
+            let took = w.timer.delta_as_nanos(first_byte_at.unwrap_or(read_at), w.timer.raw());
+            w.stats.responded(sent.route, sent.status, Duration::from_nanos(took));
             // Anything left in the buffer came with the last read.
             first_byte_at = Some(read_at);
             if written.is_err() {
-                return;
+                break 'connection;
             }
             if let Some(image) = sent.hit {
                 w.hits.record(image);
@@ -97,12 +97,14 @@ pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                     // Boxed: its timer is 128-byte aligned, which would make every connection's
                     // task an over-aligned (slower) allocation if it sat inline in this future.
                     Box::pin(linger(&mut stream, buf)).await;
+                    return;
                 }
-                return;
+                break 'connection;
             }
         }
         buf.drain(..used);
     }
+    w.give_back(buf, wire);
 }
 
 /// A rejected head: 400 or 431, then close.
@@ -162,5 +164,7 @@ async fn linger(stream: &mut TcpStream, mut buf: Vec<u8>) {
             }
         }
     };
-    let _ = monoio::time::timeout(LINGER_TIME, drain).await;
+    if monoio::time::timeout(LINGER_TIME, drain).await.is_err() {
+        conns::end_reads(stream.as_raw_fd());
+    }
 }

@@ -64,8 +64,16 @@ impl Conns {
 
 fn end_wait(slot: &mut Slot) {
     slot.waiting_since = None;
-    // SAFETY: the fd belongs to a live connection: slots are removed before their socket closes.
-    unsafe { libc::shutdown(slot.fd, libc::SHUT_RD) };
+    end_reads(slot.fd);
+}
+
+/// Completes any read pending on socket `fd` with end-of-file, at once. Dropping a read future
+/// does not take its operation out of the ring (keiko's monoio has no async-cancel), and the
+/// pending read would keep the socket open after its close for as long as the client stays
+/// silent; so a read is ended this way, never abandoned (after a timeout, its caller calls this).
+pub(crate) fn end_reads(fd: RawFd) {
+    // SAFETY: a plain syscall on a socket its caller keeps open.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
 }
 
 /// A connection's entry in the table.

@@ -4,8 +4,8 @@
 //!
 //! Besides the accept loop each thread runs a ticker that, ten times a second, takes the library's
 //! newest catalogue snapshot if there is one, renders the Date header, advances the coarse clock
-//! used for the header timeout, ends overdue waits, and resends hits held back while the channel
-//! was full. At shutdown the listener has been shut down from outside, which ends the accept loop;
+//! used for the header timeout and ends overdue waits; and a second task sends the loop's hits to
+//! the writer in one batch every 10 ms. At shutdown the listener has been shut down from outside, which ends the accept loop;
 //! the thread then wakes the connections that wait for a request, lets the others finish their
 //! response, and hands back held hits before returning.
 
@@ -24,7 +24,7 @@ use super::conn;
 use super::shared::Shared;
 use super::stats::ThreadStats;
 use super::worker::Worker;
-use crate::hits::Recorder;
+use crate::hits::{Recorder, BATCH_EVERY};
 
 /// io_uring submission queue size: room for a burst of accepts, reads and writes per loop turn.
 const URING_ENTRIES: u32 = 4096;
@@ -123,18 +123,19 @@ async fn serve(
         }
     };
     let _ = ready.send(Ok(driver));
-    let ticker = Rc::new(std::cell::Cell::new(true));
-    monoio::spawn(tick(w.clone(), ticker.clone()));
+    let running = Rc::new(std::cell::Cell::new(true));
+    monoio::spawn(tick(w.clone(), running.clone()));
+    monoio::spawn(send_hits(w.clone(), running.clone()));
     accept(&listener, &w).await;
 
-    ticker.set(false);
+    running.set(false);
     w.close_every_connection();
     w.conns.end_waits();
     let deadline = Instant::now() + DRAIN_GRACE;
     while w.conns.len() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    w.hits.send_held();
+    w.hits.send_all();
 }
 
 async fn accept(listener: &TcpListener, w: &Rc<Worker>) {
@@ -182,11 +183,15 @@ async fn accept(listener: &TcpListener, w: &Rc<Worker>) {
 }
 
 /// A panic while serving one connection ends that connection only (its socket and table slot are
-/// released as the task unwinds); the loop and its other connections go on.
-async fn contain_panics(connection: impl Future<Output = ()>) {
-    if AssertUnwindSafe(connection).catch_unwind().await.is_err() {
-        tracing::error!("a connection handler panicked; that connection was closed");
-    }
+/// released as the task unwinds); the loop and its other connections go on. A combinator, not an
+/// `async fn`: that would hold the connection's future twice (as argument and as awaitee) and
+/// double every connection's task.
+fn contain_panics(connection: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    AssertUnwindSafe(connection).catch_unwind().map(|served| {
+        if served.is_err() {
+            tracing::error!("a connection handler panicked; that connection was closed");
+        }
+    })
 }
 
 async fn tick(w: Rc<Worker>, running: Rc<std::cell::Cell<bool>>) {
@@ -207,7 +212,14 @@ async fn tick(w: Rc<Worker>, running: Rc<std::cell::Cell<bool>>) {
         let clock = started.elapsed().as_millis() as u64;
         w.tick(clock, new_second);
         w.conns.expire(clock, timeout_ms);
-        w.hits.retry_held();
+    }
+}
+
+/// Sends the loop's hits to the writer in one batch every [`BATCH_EVERY`].
+async fn send_hits(w: Rc<Worker>, running: Rc<std::cell::Cell<bool>>) {
+    while running.get() {
+        monoio::time::sleep(BATCH_EVERY).await;
+        w.hits.send_batch();
     }
 }
 

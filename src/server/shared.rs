@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) header_timeout: Duration,
     /// Open connections per event loop; past it, new ones are closed at once.
     pub(crate) max_conns: usize,
+    /// The clock requests are timed with, calibrated once at startup.
+    pub(crate) timer: quanta::Clock,
     pub(crate) flags: Flags,
 }
 

@@ -72,6 +72,19 @@ impl Wire {
         }
     }
 
+    /// Lets go of everything the last response held (its snapshot, rendition, tails), so that the
+    /// Wire can wait for another connection without keeping any of it alive.
+    pub(crate) fn clear(&mut self) {
+        *self.iov = [iovec(&[]); 3];
+        self.first = 3;
+        self.tails = None;
+        self.catalog = None;
+        self.rendition = None;
+        self.file = None;
+        self.rendered.clear();
+        self.rendered.shrink_to(KEPT_RENDERED);
+    }
+
     /// Loads `head`, the tail for `connection`, then `body`.
     pub(crate) fn load(
         &mut self,
@@ -195,25 +208,40 @@ unsafe impl IoVecBuf for Wire {
     }
 }
 
+/// Capacity of the rendered-response buffer a cleared Wire keeps (a `/metrics` page fits).
+const KEPT_RENDERED: usize = 64 * 1024;
+
 /// Bodies at least this large are sent with sendfile(2) when the response ends the connection.
 const SENDFILE_MIN: usize = 64 * 1024;
 
 /// Writes the whole response, however many calls the socket needs; `ends_connection`: the
-/// connection closes right after it.
+/// connection closes right after it. The rest of a response the first sendmsg could not take
+/// (a large body, a full socket buffer, sendfile) is written by a boxed future, so that every
+/// connection's task stays small.
 pub(crate) async fn write(
     stream: &mut TcpStream,
     mut wire: Wire,
     ends_connection: bool,
 ) -> (io::Result<()>, Wire) {
+    if wire.file.is_none() {
+        let more = if ends_connection { libc::MSG_MORE } else { 0 };
+        match send_now(stream.as_raw_fd(), &wire, more) {
+            Ok(n) => wire.advance(n),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => return (Err(e), wire),
+        }
+        if wire.is_written() {
+            return (Ok(()), wire);
+        }
+    }
+    Box::pin(write_rest(stream, wire)).await
+}
+
+/// Writes what is left of the response through the ring, or with sendfile for a file body.
+async fn write_rest(stream: &mut TcpStream, mut wire: Wire) -> (io::Result<()>, Wire) {
     if wire.file.is_some() {
         let result = write_with_sendfile(stream, &mut wire).await;
         return (result, wire);
-    }
-    let more = if ends_connection { libc::MSG_MORE } else { 0 };
-    match send_now(stream.as_raw_fd(), &wire, more) {
-        Ok(n) => wire.advance(n),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-        Err(e) => return (Err(e), wire),
     }
     while !wire.is_written() {
         let (result, back) = stream.writev(wire).await;

@@ -11,6 +11,7 @@
 //! that snapshot (one tick), so that no request sent after the 204 can still get the image. An
 //! upload's answer goes out once the file is durable; the library serves it once it is encoded.
 
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -18,6 +19,7 @@ use monoio::net::TcpStream;
 use percent_encoding::percent_decode;
 use serde::Serialize;
 
+use super::conns;
 use super::event_loop::MAX_TICK;
 use super::reply::{Reply, Sent};
 use super::worker::Worker;
@@ -101,7 +103,10 @@ pub(crate) async fn upload(
         return reply.canned(&BAD_REQUEST);
     }
     match monoio::time::timeout(admin.limits.body_timeout, read_body(stream, already, &mut body)).await {
-        Err(_elapsed) => return reply.canned(&REQUEST_TIMEOUT),
+        Err(_elapsed) => {
+            conns::end_reads(stream.as_raw_fd());
+            return reply.canned(&REQUEST_TIMEOUT);
+        }
         Ok(Err(BodyError::TooLarge)) => return reply.canned(&TOO_LARGE),
         Ok(Err(BodyError::Malformed)) => {
             return reply.bad_request("body: malformed, or shorter than announced")
