@@ -88,13 +88,14 @@ fn every_endpoint_answers_every_method_with_its_status_and_allow_list() {
 }
 
 /// Sends `raw` on a keep-alive connection and returns the response and whether keiko closed the
-/// connection right after it.
-fn closed_after(keiko: &InProcess, raw: &str) -> (Response, bool) {
+/// connection within `wait` after it.
+fn closed_after(keiko: &InProcess, raw: &str, wait: Duration) -> (Response, bool) {
     let stream = TcpStream::connect(keiko.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     (&stream).write_all(raw.as_bytes()).unwrap();
     let mut reader = BufReader::new(&stream);
     let response = Response::read(&mut reader, raw.starts_with("HEAD")).expect("a response");
+    stream.set_read_timeout(Some(wait)).unwrap();
     let closed = matches!(reader.read(&mut [0; 16]), Ok(0));
     (response, closed)
 }
@@ -107,7 +108,7 @@ fn a_drain_closes_every_route_s_connection() {
         let body = if matches!(method, "PUT" | "POST") { "Content-Length: 0\r\n" } else { "" };
         format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{body}{extra}\r\n")
     };
-    let (before, closed) = closed_after(&keiko, &keep_alive("GET", "/", ""));
+    let (before, closed) = closed_after(&keiko, &keep_alive("GET", "/", ""), Duration::from_millis(200));
     assert_eq!((before.status, closed), (200, false), "before the drain connections stay open");
 
     keiko.running().drain();
@@ -129,7 +130,7 @@ fn a_drain_closes_every_route_s_connection() {
         (keep_alive("GET", "/0/0", ""), 400),
     ]);
     for (raw, status) in requests {
-        let (r, closed) = closed_after(&keiko, &raw);
+        let (r, closed) = closed_after(&keiko, &raw, Duration::from_secs(5));
         let case = raw.lines().next().unwrap();
         assert_eq!(r.status, status, "{case}");
         assert_eq!(r.header("Connection"), Some("close"), "{case}");

@@ -11,22 +11,10 @@ use crossbeam_utils::CachePadded;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use crate::metrics::{counter, gauge, histogram, Histogram, OwnedCounter};
+use crate::metrics::{counter, decades, gauge, histogram, Histogram, OwnedCounter};
 
 /// Upper bounds of the flush-duration buckets, in nanoseconds (0.5 ms to 1 s).
-const FLUSH_BOUNDS: [u64; 11] = [
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-];
+const FLUSH_BOUNDS: [u64; 11] = decades(500_000);
 
 #[derive(Debug)]
 pub(crate) struct HitStats {

@@ -19,8 +19,6 @@ use std::time::SystemTime;
 use enum_map::Enum;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 
-use super::route::Allow;
-
 /// What happens to the connection after a response, and the header that says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connection {
@@ -219,6 +217,17 @@ pub static STORE_FAILED: Canned = canned!(
 );
 pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
 pub static NOT_FOUND: Canned = canned!(Status::NotFound, "404 Not Found", "", "not found\n", "10");
+/// The methods a path allows, for a 405's `Allow` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow {
+    /// Every read route.
+    GetHead,
+    /// `/images/<name>` with the write routes on.
+    GetHeadPutDelete,
+    /// `/images` with the write routes on.
+    GetHeadPost,
+}
+
 /// 405 on the read routes.
 pub static METHOD_NOT_ALLOWED: Canned = canned!(
     Status::MethodNotAllowed,

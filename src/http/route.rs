@@ -18,6 +18,7 @@ use std::fmt;
 use enum_map::Enum;
 
 use super::request::Method;
+pub use super::response::Allow;
 use crate::variants::spec::{
     Form, Variant, ASCII_WIDTHS, DEFAULT_ASCII_WIDTH, DEFAULT_BLUR, MAX_BLUR, MAX_SIDE,
 };
@@ -89,17 +90,6 @@ impl Route {
             Route::Unknown => "other",
         }
     }
-}
-
-/// The methods a path allows, for a 405's `Allow` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Allow {
-    /// Every read route.
-    GetHead,
-    /// `/images/<name>` with the write routes on.
-    GetHeadPutDelete,
-    /// `/images` with the write routes on.
-    GetHeadPost,
 }
 
 /// What a request asks for, its method taken into account.

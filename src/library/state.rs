@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::cache::{Cache, Outcome, Record};
+use super::encode::Settings;
 use super::pool::Job;
 use super::scan::Stamp;
 use super::stats::LibraryStats;
 use super::watch::Watch;
-use super::Settings;
 use crate::catalog::{Image, Published};
 use crate::hits::Registry;
 

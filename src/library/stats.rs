@@ -9,22 +9,10 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::metrics::{counter, family, gauge, histogram, Histogram};
+use crate::metrics::{counter, decades, family, gauge, histogram, Histogram};
 
 /// Upper bounds of the encode-duration buckets, in nanoseconds (5 ms to 10 s).
-const ENCODE_BOUNDS: [u64; 11] = [
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
+const ENCODE_BOUNDS: [u64; 11] = decades(5_000_000);
 
 #[derive(Debug)]
 pub(crate) struct LibraryStats {

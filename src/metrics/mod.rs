@@ -23,6 +23,41 @@ use prometheus_client::registry::Registry;
 
 pub(crate) use histogram::{Histogram, Summed};
 
+/// Histogram bounds in nanoseconds: `N` steps of 1, 2.5 and 5 per decade, from `from`, which must
+/// be one of those steps (50 µs: 50 µs, 100 µs, 250 µs, 500 µs, 1 ms, …).
+pub(crate) const fn decades<const N: usize>(from: u64) -> [u64; N] {
+    let mut bounds = [0; N];
+    let mut bound = from;
+    let mut i = 0;
+    while i < N {
+        bounds[i] = bound;
+        // 1 -> 2.5 -> 5 -> 10: the step's leading digits decide the next.
+        let mut scale = 1;
+        while bound / scale >= 10 {
+            scale *= 10;
+        }
+        bound = match bound / scale {
+            1 => bound * 5 / 2,
+            _ => bound * 2,
+        };
+        i += 1;
+    }
+    bounds
+}
+
+/// Bounds for work that takes from a millisecond to seconds (a render, an upload): 1 ms to 1 s in
+/// decades, then 5 s.
+pub(crate) const WORK_BOUNDS: [u64; 11] = {
+    let first: [u64; 10] = decades(1_000_000);
+    let mut bounds = [5_000_000_000; 11];
+    let mut i = 0;
+    while i < 10 {
+        bounds[i] = first[i];
+        i += 1;
+    }
+    bounds
+};
+
 /// The Content-Type of what [`Exposition::render`] writes.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -155,6 +190,14 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn decades_step_by_one_two_and_a_half_and_five() {
+        let latency: [u64; 14] = decades(50_000);
+        assert_eq!(latency[..5], [50_000, 100_000, 250_000, 500_000, 1_000_000]);
+        assert_eq!(latency[13], 1_000_000_000);
+        assert_eq!(WORK_BOUNDS[9..], [1_000_000_000, 5_000_000_000]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use super::conn;
 use super::shared::Shared;
 use super::stats::ThreadStats;
-use super::worker::Worker;
+use super::worker::{Worker, MAX_TICK};
 use crate::hits::{Recorder, BATCH_EVERY};
 
 /// io_uring submission queue size: room for a burst of accepts, reads and writes per loop turn.
@@ -32,8 +32,6 @@ const URING_ENTRIES: u32 = 4096;
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// Pause after accept fails for lack of file descriptors or memory, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest time between two ticks: how late a loop may see a new catalogue snapshot.
-pub(crate) const MAX_TICK: Duration = Duration::from_millis(100);
 /// How long a window the busy fraction is averaged over.
 const BUSY_WINDOW: Duration = Duration::from_secs(1);
 

@@ -21,39 +21,14 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::http::response::Status;
 use crate::http::route::Route;
-use crate::metrics::{counter, family, gauge, histogram, Histogram, OwnedCounter, Summed};
+use crate::metrics::{
+    counter, decades, family, gauge, histogram, Histogram, OwnedCounter, Summed, WORK_BOUNDS,
+};
 
 /// Upper bounds of the request-latency buckets, in nanoseconds (50 µs to 1 s).
-const LATENCY_BOUNDS: [u64; 14] = [
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-];
+const LATENCY_BOUNDS: [u64; 14] = decades(50_000);
 /// Upper bounds of the upload-duration buckets, in nanoseconds (1 ms to 5 s).
-const UPLOAD_BOUNDS: [u64; 11] = [
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    5_000_000_000,
-];
+const UPLOAD_BOUNDS: [u64; 11] = WORK_BOUNDS;
 
 type Latency = Histogram<{ LATENCY_BOUNDS.len() }>;
 

@@ -75,14 +75,27 @@ impl Wire {
     /// Lets go of everything the last response held (its snapshot, rendition, tails), so that the
     /// Wire can wait for another connection without keeping any of it alive.
     pub(crate) fn clear(&mut self) {
-        *self.iov = [iovec(&[]); 3];
+        self.set([iovec(&[]); 3], None, None, None, None);
         self.first = 3;
-        self.tails = None;
-        self.catalog = None;
-        self.rendition = None;
-        self.file = None;
         self.rendered.clear();
         self.rendered.shrink_to(KEPT_RENDERED);
+    }
+
+    /// Points the iovecs at a new response and keeps alive what they point into.
+    fn set(
+        &mut self,
+        iov: [libc::iovec; 3],
+        tails: Option<Rc<Tails>>,
+        catalog: Option<Rc<Catalog>>,
+        rendition: Option<Arc<Rendered>>,
+        file: Option<FileBody>,
+    ) {
+        *self.iov = iov;
+        self.first = 0;
+        self.tails = tails;
+        self.catalog = catalog;
+        self.rendition = rendition;
+        self.file = file;
     }
 
     /// Loads `head`, the tail for `connection`, then `body`.
@@ -93,12 +106,8 @@ impl Wire {
         connection: Connection,
         body: &'static [u8],
     ) {
-        *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
-        self.tails = Some(tails);
-        self.catalog = None;
-        self.rendition = None;
-        self.first = 0;
-        self.file = None;
+        let iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
+        self.set(iov, Some(tails), None, None, None);
     }
 
     /// Loads a rendition: its gzip or plain representation, with the head for a named or a random
@@ -114,12 +123,8 @@ impl Wire {
     ) {
         let representation = rendition.representation(gzip);
         let body = if head_only { &[][..] } else { &representation.body[..] };
-        *self.iov = [iovec(representation.heads.get(named)), iovec(tails.get(connection)), iovec(body)];
-        self.tails = Some(tails);
-        self.catalog = None;
-        self.rendition = Some(rendition);
-        self.first = 0;
-        self.file = None;
+        let iov = [iovec(representation.heads.get(named)), iovec(tails.get(connection)), iovec(body)];
+        self.set(iov, Some(tails), None, Some(rendition), None);
     }
 
     /// Loads image `index` of `catalog`: its head (for a named or a random route), the tail for
@@ -138,13 +143,10 @@ impl Wire {
         let image = catalog.image(index);
         let body = if head_only { &[][..] } else { image.body.bytes() };
         let sendfile = body.len() >= SENDFILE_MIN && connection == Connection::Close;
-        self.file = sendfile.then(|| FileBody { fd: image.body.fd(), offset: 0, len: body.len() });
+        let file = sendfile.then(|| FileBody { fd: image.body.fd(), offset: 0, len: body.len() });
         let in_iov = if sendfile { &[][..] } else { body };
-        *self.iov = [iovec(image.heads.get(named)), iovec(tails.get(connection)), iovec(in_iov)];
-        self.tails = Some(tails);
-        self.rendition = None;
-        self.catalog = Some(catalog);
-        self.first = 0;
+        let iov = [iovec(image.heads.get(named)), iovec(tails.get(connection)), iovec(in_iov)];
+        self.set(iov, Some(tails), Some(catalog), None, file);
     }
 
     /// The buffer a rendered response is built in, for [`Wire::load_rendered`].
@@ -163,12 +165,8 @@ impl Wire {
     ) {
         let (head, body) = self.rendered.split_at(body_at);
         let body = if head_only { &body[..0] } else { body };
-        *self.iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
-        self.tails = Some(tails);
-        self.catalog = None;
-        self.rendition = None;
-        self.first = 0;
-        self.file = None;
+        let iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
+        self.set(iov, Some(tails), None, None, None);
     }
 
     fn is_written(&self) -> bool {

@@ -19,6 +19,9 @@ use crate::http::request::MAX_HEAD;
 use crate::http::response::Tails;
 use crate::variants::{Key, Rendered};
 
+/// Longest time between two ticks: how late a loop may see a new catalogue snapshot.
+pub(crate) const MAX_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Connections' read buffers and Wires kept for the next connections (each 8 KiB and a little).
 const MAX_SPARE: usize = 256;
 

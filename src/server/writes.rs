@@ -20,9 +20,8 @@ use percent_encoding::percent_decode;
 use serde::Serialize;
 
 use super::conns;
-use super::event_loop::MAX_TICK;
 use super::reply::{Reply, Sent};
-use super::worker::Worker;
+use super::worker::{Worker, MAX_TICK};
 use crate::admin::index::{parse_hex, to_hex};
 use crate::admin::{check_name, image_part, Admin, Refused};
 use crate::http::body::{Body, BodyError, Framing};

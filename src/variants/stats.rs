@@ -9,22 +9,10 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
 
-use crate::metrics::{counter, family, gauge, histogram, Histogram};
+use crate::metrics::{counter, family, gauge, histogram, Histogram, WORK_BOUNDS};
 
 /// Upper bounds of the render-duration buckets, in nanoseconds (1 ms to 5 s).
-const RENDER_BOUNDS: [u64; 11] = [
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    5_000_000_000,
-];
+const RENDER_BOUNDS: [u64; 11] = WORK_BOUNDS;
 
 #[derive(Debug)]
 pub(crate) struct VariantStats {
