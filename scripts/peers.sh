@@ -22,12 +22,12 @@
 # Each measured run follows a 2 s warm-up; every wrk run is bounded (-d plus `timeout`).
 #   --cache-dir DIR  keiko's encodings, kept between runs so that only the first run encodes
 #                    (default: target/peers-cache/<images dir name>-<hash of its path>)
-# Installs nginx and wrk with apt-get when missing, builds target/release/keiko when it is missing
-# or older than the sources (KEIKO_BIN=path uses that binary instead, as it is).
+# Installs nginx and wrk with apt-get when missing; runs KEIKO_BIN=path as it is, else the release
+# build (cargo build --release --bins, which does nothing when it is up to date).
 # Prints a markdown table, also written to --out FILE when given.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT="$PWD"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 IMAGES=assets/images; DURATION=10; ROUNDS=3; CONNS=64; MODES=close,keepalive
 SERVER_CPU=0; CLIENT_CPU=1; OUT=""; CACHE=""
@@ -44,20 +44,17 @@ while [ $# -gt 0 ]; do
     --client-cpu) CLIENT_CPU="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --cache-dir) CACHE="$2"; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "peers.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage_error "unknown argument $1" ;;
   esac
   shift
 done
 
-log() { printf '[peers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 for v in DURATION ROUNDS CONNS SERVER_CPU CLIENT_CPU; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number"
 done
-[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 300 ] || die "--duration: 1-300 s"
-[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds: 1-20"
+if [ "$DURATION" -lt 1 ] || [ "$DURATION" -gt 300 ]; then die "--duration: 1-300 s"; fi
+if [ "$ROUNDS" -lt 1 ] || [ "$ROUNDS" -gt 20 ]; then die "--rounds: 1-20"; fi
 [ "$CONNS" -ge "$WRK_THREADS" ] || die "--connections: at least $WRK_THREADS"
 [ "$SERVER_CPU" != "$CLIENT_CPU" ] || die "--server-cpu and --client-cpu must differ"
 IFS=, read -r -a MODE_LIST <<<"$MODES"
@@ -69,60 +66,17 @@ if [ -z "$CACHE" ]; then
 fi
 mkdir -p "$CACHE"; CACHE="$(cd "$CACHE" && pwd)"
 
-# --- processes: every one we start is remembered by PID and ended by PID ---------------------------
-STARTED=()
-TMP=""
-stop_pid() {   # SIGTERM, up to 10 s, then SIGKILL
-  local pid="$1" i
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { log "PID $pid ignored SIGTERM: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
-  fi
-  wait "$pid" 2>/dev/null || true
-  local keep=() p
-  for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  STARTED=(${keep[@]+"${keep[@]}"})
-}
-cleanup() {
-  local p
-  for p in ${STARTED[@]+"${STARTED[@]}"}; do stop_pid "$p"; done
-  [ -n "$TMP" ] && rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-
 # --- tools ----------------------------------------------------------------------------------------
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-install_tools() {
-  local need=()
-  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-  command -v wrk >/dev/null 2>&1 || need+=(wrk)
-  command -v curl >/dev/null 2>&1 || need+=(curl)
-  command -v taskset >/dev/null 2>&1 || need+=(util-linux)
-  [ ${#need[@]} -eq 0 ] && return 0
-  command -v apt-get >/dev/null 2>&1 || die "missing ${need[*]} and no apt-get: install them yourself"
-  log "installing ${need[*]} (apt-get)"
-  as_root apt-get update -qq >&2
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-}
-install_tools
+need_packages nginx:/usr/sbin/nginx wrk curl util-linux:taskset
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 "$NGINX" -V 2>&1 | grep -q http_random_index_module || die "$NGINX lacks the random_index module"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server and wrk on separate cores)"
 taskset -c "$SERVER_CPU,$CLIENT_CPU" true 2>/dev/null || die "CPU $SERVER_CPU or $CLIENT_CPU is not usable here"
+KEIKO="$(keiko_bin)"
 
-if [ -n "${KEIKO_BIN:-}" ]; then   # a given binary is used as it is
-  KEIKO="$(cd "$(dirname "$KEIKO_BIN")" && pwd)/$(basename "$KEIKO_BIN")"; [ -x "$KEIKO" ] || die "KEIKO_BIN=$KEIKO_BIN is not executable"
-else
-  KEIKO="$ROOT/target/release/keiko"
-  if [ ! -x "$KEIKO" ] || [ -n "$(find src Cargo.toml Cargo.lock -newer "$KEIKO" -print -quit)" ]; then
-    log "building keiko (cargo build --release)"
-    cargo build --release >&2 || die "cargo build failed"
-  fi
-fi
-
+# Every process started below is tracked by PID (track_pid) and stopped by PID (stop_pid, or on exit).
 TMP="$(mktemp -d /tmp/keiko-peers.XXXXXX)"
+on_exit rm -rf "$TMP"
 chmod 755 "$TMP"   # nginx workers (nobody, when run as root) read the web root through it
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$KEIKO_PORT" "$NGINX_PORT"; do port_free "$p" || die "port $p on 127.0.0.1 is already in use"; done
@@ -130,22 +84,19 @@ for p in "$KEIKO_PORT" "$NGINX_PORT"; do port_free "$p" || die "port $p on 127.0
 # --- servers --------------------------------------------------------------------------------------
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$1$2" 2>/dev/null || true; }
 
+cache_progress() { echo "$(find "$CACHE" -name '*.webp' | wc -l) encodings in the cache"; }
+
 # start_keiko <dir> [cpu list]: keiko on KEIKO_PORT with a fresh database; sets SERVER_PID once
-# /readyz answers 200 (every image encoded or loaded from the cache).
+# /readyz answers 200 (every image encoded or loaded from the cache; up to 2 h: a large library's
+# first encode).
 start_keiko() {
-  local dir="$1" cpus="${2:-}" pin=() i
+  local dir="$1" cpus="${2:-}" pin=()
   mkdir -p "$dir"
   [ -n "$cpus" ] && pin=(taskset -c "$cpus")
   KEIKO_ADDR="127.0.0.1:$KEIKO_PORT" KEIKO_THREADS=1 KEIKO_IMAGES="$IMAGES" KEIKO_DB="$dir/keiko.db" \
-    KEIKO_CACHE_DIR="$CACHE" ${pin[@]+"${pin[@]}"} "$KEIKO" 2>"$dir/keiko.log" &
-  SERVER_PID=$!; STARTED+=("$SERVER_PID")
-  for i in $(seq 1 72000); do   # up to 2 h: a large library's first encode
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -5 "$dir/keiko.log" >&2; die "keiko exited while starting"; }
-    [ "$(http_code "$KEIKO_PORT" /readyz)" = 200 ] && return 0
-    [ $((i % 300)) = 0 ] && log "  waiting for keiko's /readyz: $(find "$CACHE" -name '*.webp' | wc -l) encodings in the cache"
-    sleep 0.1
-  done
-  die "keiko was not ready within 2 h"
+    KEIKO_CACHE_DIR="$CACHE" "${pin[@]}" "$KEIKO" 2>"$dir/keiko.log" &
+  SERVER_PID=$!; track_pid "$SERVER_PID"
+  wait_ready "http://127.0.0.1:$KEIKO_PORT" 7200 "$SERVER_PID" "$dir/keiko.log" cache_progress
 }
 
 # prepare_images: one unpinned keiko run (all cores encode) fills the cache; then nginx's web root
@@ -158,10 +109,10 @@ prepare_images() {
   chmod a+rx "$CACHE"; chmod a+r "$CACHE"/*.webp
   WEBROOT="$TMP/webroot"; mkdir -p "$WEBROOT"
   local n=0 key
-  for key in $(grep -o '"key":"[0-9a-f]*"' "$CACHE/manifest.json" | cut -d'"' -f4); do
+  while read -r key; do
     [ -s "$CACHE/$key.webp" ] || die "manifest names $key.webp, which is not in $CACHE"
     n=$((n + 1)); ln -s "$CACHE/$key.webp" "$WEBROOT/$(printf %06d "$n").webp"
-  done
+  done < <(grep -o '"key":"[0-9a-f]*"' "$CACHE/manifest.json" | cut -d'"' -f4)
   [ "$n" -gt 0 ] || die "keiko encoded none of the images in $IMAGES"
   SIZES="$TMP/sizes"; stat -L -c '%s %n' "$WEBROOT"/*.webp >"$SIZES"
   IMAGE_SET="$n images from $IMAGES, WebP (KEIKO_WEBP=${KEIKO_WEBP:-lossless}), mean $(awk '{s+=$1} END {printf "%d", s/NR}' "$SIZES") B \
@@ -224,9 +175,9 @@ start_nginx() {
   mkdir -p "$dir"
   write_nginx_conf "$dir"
   taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>"$dir/nginx.stderr" &
-  SERVER_PID=$!; STARTED+=("$SERVER_PID")
+  SERVER_PID=$!; track_pid "$SERVER_PID"
   for i in $(seq 1 100); do
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -5 "$dir/error.log" "$dir/nginx.stderr" >&2; die "nginx exited while starting"; }
+    lib_alive "$SERVER_PID" || { tail -5 "$dir/error.log" "$dir/nginx.stderr" >&2; die "nginx exited while starting"; }
     [ "$(http_code "$NGINX_PORT" /)" = 200 ] && return 0
     sleep 0.1
   done
@@ -248,17 +199,11 @@ check_server() {
 
 # --- measuring ------------------------------------------------------------------------------------
 CLK_TCK="$(getconf CLK_TCK)"
-# server_ticks <pid>: utime+stime, in clock ticks, of the process (all its threads) and its children
-server_ticks() {
-  local root="$1" t=0 f line fields
-  for f in /proc/[0-9]*/stat; do
-    read -r line 2>/dev/null <"$f" || continue
-    read -r -a fields <<<"${line##*) }"   # fields[0] is stat field 3, fields[1] the parent PID
-    if [ "${line%% *}" = "$root" ] || [ "${fields[1]}" = "$root" ]; then
-      t=$((t + fields[11] + fields[12]))   # stat fields 14 (utime) and 15 (stime)
-    fi
-  done
-  echo "$t"
+# server_cpu: CPU seconds of the server's process (all its threads) and its children (nginx's workers)
+server_cpu() {
+  local children=()
+  read -r -a children < <(cat "/proc/$SERVER_PID"/task/*/children) || true
+  cpu_seconds "$SERVER_PID" "${children[@]}"
 }
 
 # run_wrk <mode> <port> <seconds> <outfile>: wrk pinned to CLIENT_CPU, bounded by `timeout`
@@ -266,11 +211,10 @@ run_wrk() {
   local mode="$1" port="$2" secs="$3" out="$4" hdr=() pid
   [ "$mode" = close ] && hdr=(-H "Connection: close")
   timeout -k 5 $((secs + 30)) taskset -c "$CLIENT_CPU" \
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --timeout 10s --latency ${hdr[@]+"${hdr[@]}"} \
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --timeout 10s --latency "${hdr[@]}" \
     "http://127.0.0.1:$port/" >"$out" 2>&1 &
-  pid=$!; STARTED+=("$pid")
+  pid=$!; track_pid "$pid"
   wait "$pid" || log "wrk ended with status $? (see $out)"
-  stop_pid "$pid"
 }
 
 # parse_wrk <file>: "requests req/s p99_ms non2xx socket_errors"
@@ -290,12 +234,12 @@ measure() {
   local name="$1" mode="$2" port="$3" dir="$4" t0 t1 r req rps p99 bad sock
   run_wrk "$mode" "$port" "$WARMUP" "$dir/warmup-$mode.txt"
   sleep 1   # let the server finish the warm-up's hits and closes
-  t0=$(server_ticks "$SERVER_PID")
+  t0=$(server_cpu)
   run_wrk "$mode" "$port" "$DURATION" "$dir/wrk-$mode.txt"
-  t1=$(server_ticks "$SERVER_PID")
+  t1=$(server_cpu)
   read -r req rps p99 bad sock < <(parse_wrk "$dir/wrk-$mode.txt")
   [ "$req" -gt 0 ] || die "$name $mode: wrk completed no request (see $dir/wrk-$mode.txt)"
-  r=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+  r=$(awk -v a="$t0" -v b="$t1" -v n="$req" 'BEGIN {printf "%.1f", (b - a) * 1e6 / n}')
   RESULTS+="$name $mode $req $rps $p99 $bad $sock $r"$'\n'
   log "  $name $mode: $rps req/s, p99 $p99 ms, errors $bad non-2xx + $sock socket, server $r µs/req"
   sleep 1

@@ -5,13 +5,15 @@
 # load, PostgreSQL stopped under load, Chromium on the dashboard). Installs what the tests need
 # when it is missing (Debian packages, below), so it works on a fresh Debian machine with Rust.
 #
-#   scripts/test.sh [--fuzz SECONDS] [--soak SECONDS] [cargo test arguments...]
+#   scripts/test.sh [--fuzz SECONDS] [--soak SECONDS] [--fleet] [cargo test arguments...]
 #
-#   --fuzz S   afterwards, fuzz the request reader for S seconds (scripts/fuzz.sh)
+#   --fuzz S   afterwards, fuzz the request reader and the body reader for S seconds each
+#              (scripts/fuzz.sh)
 #   --soak S   afterwards, run the mixed-load soak for S seconds (scripts/soak.sh)
 #   --fleet    afterwards, run the fleet check's quick mode (scripts/fleet.sh --quick)
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FUZZ=""; SOAK=""; FLEET=""; CARGO_ARGS=()
 while [ $# -gt 0 ]; do
@@ -26,19 +28,8 @@ done
 
 # What the tests drive for real, from Debian's packages: promtool checks the /metrics output,
 # PostgreSQL holds a fleet's hits (tests/postgres.rs), Chromium loads the dashboard
-# (tests/dashboard.rs), HAProxy fronts the fleet (scripts/fleet.sh --quick).
-missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "scripts/test.sh: installing Debian packages: ${missing[*]}" >&2
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# (tests/dashboard.rs), HAProxy fronts the fleet and wrk loads it (scripts/fleet.sh --quick).
+need_packages prometheus:promtool postgresql:/usr/lib/postgresql/*/bin/postgres chromium haproxy wrk
 
 cargo test --all-targets --features test-hooks "${CARGO_ARGS[@]}"
 if [ -n "$FUZZ" ]; then scripts/fuzz.sh "$FUZZ"; fi

@@ -11,37 +11,36 @@
 #
 #   scripts/vendor-uplot.sh
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VERSION="1.6.32"
 INTEGRITY="sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw=="
 DEST="src/dashboard/vendor"
 
 for tool in npm node tar timeout; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "vendor-uplot.sh: needs $tool" >&2; exit 1; }
+  command -v "$tool" >/dev/null 2>&1 || die "needs $tool"
 done
 
 tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+on_exit rm -rf "$tmp"
 
 # The registry's own record, as a cross-check of the pinned value (it must agree).
 registry="$(timeout 60 npm view "uplot@$VERSION" dist.integrity 2>/dev/null || true)"
 if [ -n "$registry" ] && [ "$registry" != "$INTEGRITY" ]; then
-  echo "vendor-uplot.sh: registry integrity $registry differs from pinned $INTEGRITY" >&2
-  exit 1
+  die "registry integrity $registry differs from pinned $INTEGRITY"
 fi
 
 timeout 120 npm pack --silent --pack-destination "$tmp" "uplot@$VERSION" >/dev/null
 tarball="$tmp/uplot-$VERSION.tgz"
-[ -f "$tarball" ] || { echo "vendor-uplot.sh: npm pack produced no $tarball" >&2; exit 1; }
+[ -f "$tarball" ] || die "npm pack produced no $tarball"
 
 actual="sha512-$(node -e '
   const h = require("crypto").createHash("sha512");
   h.update(require("fs").readFileSync(process.argv[1]));
   process.stdout.write(h.digest("base64"));' "$tarball")"
 if [ "$actual" != "$INTEGRITY" ]; then
-  echo "vendor-uplot.sh: $tarball has integrity $actual, expected $INTEGRITY" >&2
-  exit 1
+  die "$tarball has integrity $actual, expected $INTEGRITY"
 fi
 
 tar -xzf "$tarball" -C "$tmp" package/dist/uPlot.iife.min.js package/dist/uPlot.min.css package/LICENSE

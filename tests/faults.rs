@@ -4,8 +4,8 @@
 //! lost (or, for SIGKILL, at most one flush window).
 //!
 //! Latency figures are printed, not asserted tightly: these run on a shared machine in a debug
-//! build. The bounds below only catch a server that stopped or blocked; `scripts/faults.sh`
-//! measures the release build.
+//! build. The bounds below only catch a server that stopped or blocked; `scripts/soak.sh` and the
+//! benchmarks measure the release build.
 
 mod common;
 
