@@ -5,7 +5,7 @@
 //! ```text
 //!  library:  images/ --watch, encode at idle priority, on-disk cache--> catalogue snapshots
 //!  serving:  client --> loop 0..N (monoio, SO_REUSEPORT, own snapshot) --pre-built bytes--> client
-//!                            | hit (8 bytes, try_send)
+//!                            | hit: +1 in the loop's own table; every 10 ms one try_send per image
 //!                            v
 //!            crossbeam channel --> writer thread --one transaction per flush--> SQLite or PostgreSQL
 //! ```

@@ -170,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn send_held_delivers_everything_at_shutdown() {
+    fn send_all_delivers_everything_at_shutdown() {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let recorder = Recorder::new(tx, Box::leak(Box::default()));
         for image in [1, 1, 1, 0] {

@@ -12,7 +12,7 @@
 
 mod disk;
 mod render;
-pub(crate) mod spec;
+pub mod spec;
 mod stats;
 
 use std::collections::HashMap;
