@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes keiko's request reading and routing (target conn) and the write routes' body reader,
-# src/http/body.rs (target body), both in fuzz/fuzz_targets/, with cargo-fuzz/libFuzzer for a
+# Fuzzes keiko's request reading and routing (target conn), the write routes' body reader,
+# src/http/body.rs (target body), and the signed-URL check, src/signing.rs (target signature), all
+# in fuzz/fuzz_targets/, with cargo-fuzz/libFuzzer for a
 # bounded time, e.g. `scripts/fuzz.sh 30` as a CI smoke run. SECONDS (default 300) is per target,
 # build not included. Installs cargo-fuzz when it is missing. Runs start from the tracked seeds in
 # fuzz/seeds/<target>/ and grow fuzz/corpus/<target>/ (ignored); a crashing input is written to
@@ -13,7 +14,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 seconds=${1:-300}
-targets=(conn body)
+targets=(conn body signature)
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS]" >&2; exit 2; }
 
 # cargo-fuzz turns on AddressSanitizer with -Zsanitizer=address, which only nightly accepts;

@@ -11,8 +11,12 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use crate::admin::{Token, UploadLimits};
+use crate::clients::TrustedProxies;
 use crate::hits::Database;
+use crate::http::route::Presets;
 use crate::library::{self, Limits, Settings, WebpMode};
+use crate::server::Timeouts;
+use crate::signing::{Keys, Scope, Signing};
 use crate::variants;
 
 /// Most event-loop threads keiko will start; far more than any host has cores.
@@ -97,6 +101,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub header_timeout_ms: u64,
 
+    /// Milliseconds a client may take no bytes of a response before its connection is reset.
+    /// Counted from the last write that moved bytes, so a slow but steady reader is never cut off
+    #[arg(long, env = "KEIKO_SEND_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub send_timeout_ms: u64,
+
     /// Open connections each event-loop thread serves at most; past it, new connections are
     /// closed at once so that the ones being served keep their share
     #[arg(long, env = "KEIKO_MAX_CONNS", default_value_t = 16_384,
@@ -117,6 +127,28 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub render_queue: u32,
 
+    /// Megapixels that renders in progress may hold at once, across all render threads (about
+    /// 10 bytes each at the peak); a render past it waits, one larger than it runs alone
+    #[arg(long, env = "KEIKO_RENDER_MEGAPIXELS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub render_megapixels: u64,
+
+    /// Renders one client may start at once (cached renditions never count); see
+    /// --client-renders-per-second
+    #[arg(long, env = "KEIKO_CLIENT_RENDER_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub client_render_burst: u32,
+
+    /// Renders per second a client's budget refills at; past its budget a client gets 429 with
+    /// Retry-After. 0 turns the budgets off
+    #[arg(long, env = "KEIKO_CLIENT_RENDERS_PER_SECOND", default_value_t = 10.0)]
+    pub client_renders_per_second: f64,
+
+    /// Balancers whose X-Forwarded-For names the client, as addresses or networks separated by
+    /// commas (10.0.0.0/8, ::1); from any other peer the header is ignored
+    #[arg(long, env = "KEIKO_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
     /// Memory for rendered images, in MiB
     #[arg(long, env = "KEIKO_VARIANT_MEMORY_MB", default_value_t = 256)]
     pub variant_memory_mb: u64,
@@ -136,6 +168,34 @@ pub struct Config {
     #[arg(long, env = "KEIKO_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Keys for signed URLs (HMAC-SHA256), separated by commas or spaces, each at least 16
+    /// printable characters; with any, the routes of --signing-scope need a signature (see
+    /// `keiko sign`). The first key signs, all of them verify. Never logged
+    #[arg(long, env = "KEIKO_SIGNING_KEYS", hide_env_values = true)]
+    pub signing_keys: Option<String>,
+
+    /// File that holds the signing keys, one a line
+    #[arg(long, env = "KEIKO_SIGNING_KEYS_FILE", conflicts_with = "signing_keys")]
+    pub signing_keys_file: Option<PathBuf>,
+
+    /// Which routes need a signature when keys are configured: renditions (sizes, effects, ASCII
+    /// art) or all (whole images and random picks too)
+    #[arg(long, env = "KEIKO_SIGNING_SCOPE", value_enum, default_value = "renditions")]
+    pub signing_scope: Scope,
+
+    /// Named renditions, `name=/width/height` with effects as a query, separated by spaces:
+    /// `thumb=/300/200 soft=/300/200?blur=2&grayscale art=/ascii?width=60`. Served as
+    /// `?preset=<name>` on the image routes, and made for every image ahead of any request
+    #[arg(long, env = "KEIKO_PRESETS", default_value = "")]
+    pub presets: String,
+
+    /// Serve only the presets: any other rendition (a size, an effect, ASCII art) gets 403
+    #[arg(long, env = "KEIKO_PRESETS_ONLY")]
+    pub presets_only: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Largest image an upload may carry, in bytes (413 past it, decided before the body is read)
     #[arg(long, env = "KEIKO_MAX_UPLOAD_BYTES", default_value_t = 32 << 20,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -145,6 +205,25 @@ pub struct Config {
     #[arg(long, env = "KEIKO_BODY_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub body_timeout_ms: u64,
+
+    /// `Access-Control-Allow-Origin` on the image and catalogue routes (and their `OPTIONS`
+    /// preflights): `*`, one origin such as `https://example.com`, or `off`
+    #[arg(long, env = "KEIKO_CORS_ORIGIN", default_value = "*")]
+    pub cors_origin: String,
+}
+
+/// What keiko can do besides serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Prints a path (with its query) signed with the first signing key, for example
+    /// `keiko sign '/images/cat.jpg/300/200?blur=2' --expires-in 3600`
+    Sign {
+        /// The path and query to sign, as a client will send it (percent-encoded)
+        target: String,
+        /// Seconds until the URL expires (an `exp` parameter inside the signed part)
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
 }
 
 impl Config {
@@ -157,8 +236,8 @@ impl Config {
         Duration::from_millis(self.flush_ms)
     }
 
-    pub(crate) fn header_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_timeout_ms)
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts { header_ms: self.header_timeout_ms, send_ms: self.send_timeout_ms }
     }
 
     /// The cache directory: as configured, or `<db stem>-cache` next to a SQLite database, or
@@ -190,12 +269,58 @@ impl Config {
         })
     }
 
+    /// The CORS origin to send, None when it is off. An origin is a scheme, host and port
+    /// (`https://example.com:8443`), nothing a header line could be broken with.
+    pub(crate) fn cors_origin(&self) -> anyhow::Result<Option<String>> {
+        let origin = self.cors_origin.trim();
+        if origin.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let valid = origin == "*"
+            || (origin.starts_with("http://") || origin.starts_with("https://"))
+                && origin.bytes().all(|b| b.is_ascii_graphic())
+                && !origin.trim_start_matches("https://").trim_start_matches("http://").contains('/');
+        anyhow::ensure!(
+            valid,
+            "--cors-origin/KEIKO_CORS_ORIGIN: '*', 'off' or an origin like https://example.com (no path), got {:?}",
+            self.cors_origin
+        );
+        Ok(Some(origin.to_string()))
+    }
+
     pub(crate) fn upload_limits(&self) -> UploadLimits {
         UploadLimits {
             max_bytes: self.max_upload_bytes,
             body_timeout: Duration::from_millis(self.body_timeout_ms),
             max_pixels: self.max_pixels,
+            max_file_bytes: self.max_file_bytes,
         }
+    }
+
+    pub(crate) fn presets(&self) -> anyhow::Result<Presets> {
+        let presets =
+            Presets::parse(&self.presets).map_err(|e| anyhow::anyhow!("--presets/KEIKO_PRESETS: {e}"))?;
+        anyhow::ensure!(
+            !self.presets_only || !presets.is_empty(),
+            "--presets-only/KEIKO_PRESETS_ONLY needs presets (--presets/KEIKO_PRESETS)"
+        );
+        Ok(presets)
+    }
+
+    pub(crate) fn trusted_proxies(&self) -> anyhow::Result<TrustedProxies> {
+        TrustedProxies::parse(&self.trusted_proxies)
+    }
+
+    /// URL signing, when keys are configured.
+    pub(crate) fn signing(&self) -> anyhow::Result<Option<Signing>> {
+        let keys = match (&self.signing_keys, &self.signing_keys_file) {
+            (Some(keys), _) => {
+                Keys::parse(keys).map_err(|e| anyhow::anyhow!("--signing-keys/KEIKO_SIGNING_KEYS: {e}"))?
+            }
+            (None, Some(path)) => Keys::read(path)?,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Signing::new(keys, self.signing_scope)))
     }
 
     /// The admin token from the flag, the variable or the file, if one is configured.
@@ -211,6 +336,11 @@ impl Config {
 
     pub(crate) fn variants(&self) -> anyhow::Result<variants::Options> {
         let renderers = threads_or_cores(self.renderers, "--renderers/KEIKO_RENDERERS")?;
+        let rate = self.client_renders_per_second;
+        anyhow::ensure!(
+            rate.is_finite() && rate >= 0.0,
+            "--client-renders-per-second/KEIKO_CLIENT_RENDERS_PER_SECOND: 0 or more, got {rate}"
+        );
         Ok(variants::Options {
             dir: (self.variant_disk_mb > 0).then(|| self.cache_dir().join("variants")),
             memory_bytes: self.variant_memory_mb << 20,
@@ -219,6 +349,9 @@ impl Config {
             queue: self.render_queue as usize,
             settings: Settings { mode: self.webp, max_side: 0 },
             max_pixels: self.max_pixels,
+            budget_pixels: self.render_megapixels * 1_000_000,
+            client_burst: self.client_render_burst,
+            client_per_second: self.client_renders_per_second,
             max_age: self.max_age,
         })
     }
@@ -290,6 +423,8 @@ mod tests {
         assert_eq!(c.drain_ms, 0);
         assert_eq!(c.flush_ms, 100);
         assert_eq!(c.header_timeout_ms, 10_000);
+        assert_eq!(c.send_timeout_ms, 60_000);
+        assert_eq!(c.cors_origin().unwrap().as_deref(), Some("*"));
         assert_eq!(c.max_conns, 16_384);
         assert_eq!(c.cache_dir(), PathBuf::from("keiko-cache"));
         assert_eq!(c.webp, WebpMode::Lossless);
@@ -336,6 +471,16 @@ mod tests {
             &["--rescan-secs", "-5"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_star_off_or_a_bare_origin() {
+        let origin = |value: &str| parse(&["--cors-origin", value]).unwrap().cors_origin();
+        assert_eq!(origin("off").unwrap(), None);
+        assert_eq!(origin("https://example.com:8443").unwrap().as_deref(), Some("https://example.com:8443"));
+        for bad in ["example.com", "https://a.com/path", "https://a b", "https://a\r\nX: y", ""] {
+            assert!(origin(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -29,6 +29,7 @@
 
 mod admin;
 mod catalog;
+mod clients;
 pub mod config;
 mod dashboard;
 mod hits;
@@ -36,6 +37,7 @@ pub mod http;
 mod library;
 mod metrics;
 mod server;
+pub mod signing;
 mod test_hooks;
 pub mod variants;
 
@@ -85,6 +87,10 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     let library_options = config.library()?;
     let variant_options = config.variants()?;
     let admin_token = config.admin_token()?;
+    let signing = config.signing()?.map(leak);
+    let cors_origin = config.cors_origin()?;
+    let trusted_proxies = config.trusted_proxies()?;
+    let presets: &'static http::route::Presets = leak(config.presets()?);
     let mut store = Store::open(&config.db)?;
     let known = store.starting_counts()?;
     let database = store.describe();
@@ -108,17 +114,24 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         .context("cannot start the hit writer")?;
     let variants =
         Variants::start(variant_options, variant_stats).context("cannot start the render threads")?;
+    variants.warm(presets.variants().collect(), published).context("cannot start the preset thread")?;
     let admin = admin_token.map(|token| {
         leak(Admin::new(token, config.images.clone(), library.rescanner(), config.upload_limits()))
     });
     let shared = leak(Shared {
         published,
-        router: http::route::Router::new(admin.is_some()),
+        router: http::route::Router::new(admin.is_some(), presets),
+        presets_only: config
+            .presets_only
+            .then(|| format!("renditions: this server serves only its {presets}")),
         variants,
         admin,
         exposition: leak(exposition),
         stats: server_stats,
-        header_timeout: config.header_timeout(),
+        timeouts: config.timeouts(),
+        cors_origin,
+        signing,
+        trusted_proxies,
         max_conns: config.max_conns as usize,
         timer: quanta::Clock::new(),
         flags: Flags::default(),
@@ -133,6 +146,30 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         started.elapsed().as_millis()
     );
     Ok(Running { addr, server, library, writer, hit_stats, database })
+}
+
+/// `target` signed with the first of the configured signing keys, expiring `expires_in` seconds
+/// from now when given: what `keiko sign` prints.
+pub fn sign(config: &Config, target: &str, expires_in: Option<u64>) -> anyhow::Result<String> {
+    let signing =
+        config.signing()?.context("no signing key: set KEIKO_SIGNING_KEYS or KEIKO_SIGNING_KEYS_FILE")?;
+    anyhow::ensure!(
+        target.starts_with('/'),
+        "the target is a path with its query, starting with '/': {target:?}"
+    );
+    anyhow::ensure!(
+        !target.split(['?', '&']).any(|p| p.starts_with("sig=")),
+        "the target already has a sig parameter"
+    );
+    let target = match expires_in {
+        Some(secs) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let joiner = if target.contains('?') { '&' } else { '?' };
+            format!("{target}{joiner}exp={}", now + secs)
+        }
+        None => target.to_string(),
+    };
+    Ok(signing.sign(&target))
 }
 
 impl Running {

@@ -23,6 +23,18 @@ const IGNORED: [i32; 8] =
 
 fn main() -> ExitCode {
     let config = keiko::config::Config::from_args();
+    if let Some(keiko::config::Command::Sign { target, expires_in }) = &config.command {
+        return match keiko::sign(&config, target, *expires_in) {
+            Ok(signed) => {
+                println!("{signed}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keiko sign: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("KEIKO_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

@@ -395,3 +395,52 @@ fn a_name_without_an_extension_gets_its_contents() {
     assert!(images.path().join("kitten.jpg").exists() && !images.path().join("kitten").exists());
     assert_eq!(put(&keiko, "kitten.txt", &jpeg, Some(&bearer())).status, 400);
 }
+
+#[test]
+fn planted_symlinks_never_redirect_an_upload_and_no_hidden_file_is_left() {
+    use std::os::unix::fs::{symlink, MetadataExt};
+    let (images, tmp, keiko) = with_token();
+    let outside = tmp.path().join("outside.png");
+    let png = common::png(&common::pattern(13, 13, false), 13, 13);
+    std::fs::write(&outside, &png).unwrap();
+    // The same bytes behind a symlink in the directory: deduplication must not link to the link.
+    symlink(&outside, images.path().join("evil.png")).unwrap();
+    // And symlinks at every temporary name the old scheme would have used next.
+    for n in 0..8 {
+        let name = format!(".keiko-upload-{}-{n}", keiko.pid());
+        symlink(&outside, images.path().join(name)).unwrap();
+    }
+    let r = put(&keiko, "new.png", &png, Some(&bearer()));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let info: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(info["linked_to"], serde_json::Value::Null, "not linked to a symlink");
+    let stored = std::fs::symlink_metadata(images.path().join("new.png")).unwrap();
+    assert!(stored.is_file(), "the upload is a regular file, not a link to a link");
+    assert_eq!(std::fs::read(images.path().join("new.png")).unwrap(), png);
+    assert_eq!(std::fs::metadata(&outside).unwrap().nlink(), 1, "the outside file gained no name");
+
+    let other = common::png(&common::pattern(9, 9, true), 9, 9);
+    assert_eq!(put(&keiko, "other.png", &other, Some(&bearer())).status, 201);
+    assert_eq!(std::fs::read(&outside).unwrap(), png, "nothing was written through a planted link");
+
+    // Deduplicated bytes uploaded again to names that already hold them, then deleted.
+    assert_eq!(put(&keiko, "same.png", &other, Some(&bearer())).status, 201, "linked to other.png");
+    for name in ["same.png", "other.png", "same.png"] {
+        assert_eq!(put(&keiko, name, &other, Some(&bearer())).status, 200, "{name} again");
+    }
+    for name in ["same.png", "other.png"] {
+        assert_eq!(delete(&keiko, &format!("/images/{name}"), Some(&bearer())).status, 204);
+    }
+    let planted: Vec<String> = (0..8).map(|n| format!(".keiko-upload-{}-{n}", keiko.pid())).collect();
+    let hidden: Vec<String> = std::fs::read_dir(images.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".keiko-upload") && !planted.contains(name))
+        .collect();
+    assert!(hidden.is_empty(), "no temporary file left behind: {hidden:?}");
+    for name in &planted {
+        let meta = std::fs::symlink_metadata(images.path().join(name)).unwrap();
+        assert!(meta.file_type().is_symlink(), "{name}: the planted link is untouched (too new to sweep)");
+    }
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{Images, Keiko, Options, Response};
@@ -327,4 +327,31 @@ fn renditions_in_memory_stay_within_their_budget() {
     assert!(served > 2 << 20, "the test must serve more than the budget: {served}");
     assert!(held > 0.0 && held <= f64::from(1 << 20), "{held} bytes held after serving {served}");
     assert_eq!(keiko.metric("keiko_render_duration_seconds_count"), 22.0);
+}
+
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
+fn renders_whose_clients_left_are_cancelled_and_free_the_queue() {
+    let options = Options::default()
+        .env("KEIKO_DEBUG_RENDER_DELAY_MS", "400")
+        .env("KEIKO_RENDERERS", "1")
+        .env("KEIKO_RENDER_QUEUE", "4");
+    let (_images, _tmp, keiko) = common::start_standard(options);
+    // Four clients ask for new renditions and hang up at once.
+    for n in 1..=4 {
+        let mut s = keiko.connect();
+        s.write_all(format!("GET /images/photo.jpg/{n}/{} HTTP/1.1\r\nHost: t\r\n\r\n", n + 1).as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        common::eventually(Duration::from_secs(5), || keiko.metric("keiko_renders_cancelled_total") >= 3.0),
+        "the renders no one waits for stop: {}",
+        keiko.metric("keiko_renders_cancelled_total")
+    );
+    assert!(keiko.metric("keiko_render_duration_seconds_count") <= 1.0, "at most the first one rendered");
+    let r = keiko.get("/images/photo.jpg/5/6");
+    assert_eq!(r.status, 200, "the queue has room again");
+    let again = keiko.get("/images/photo.jpg/1/2");
+    assert_eq!(again.status, 200, "a cancelled rendition is rendered anew when asked again");
 }

@@ -185,3 +185,62 @@ fn large_bodies_arrive_whole_over_keep_alive_pipelining_and_to_a_slow_reader() {
         check(&r, "slow reader");
     }
 }
+
+#[test]
+fn a_client_that_takes_no_bytes_is_cut_off_while_a_slow_steady_reader_finishes() {
+    let images = Images::standard();
+    let pixels = large_image(&images);
+    let tmp = tempfile::tempdir().unwrap();
+    let small_window = |keiko: &Keiko| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&keiko.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = s.into();
+        s.write_all(b"GET /images/noise.png HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        s
+    };
+    for driver in ["io_uring", "epoll"] {
+        let mut options = Options::default().env("KEIKO_SEND_TIMEOUT_MS", "1000");
+        if driver == "epoll" {
+            options = options.env("MONOIO_FORCE_LEGACY_DRIVER", "1");
+        }
+        let keiko = Keiko::start_with(images.path(), &tmp.path().join(format!("{driver}.db")), options);
+        assert!(common::eventually(Duration::from_secs(30), || keiko.get("/images/noise.png").status == 200));
+
+        let mut stalled = small_window(&keiko);
+        let mut steady = small_window(&keiko);
+        // The steady reader pauses for less than the timeout, many times over: it takes longer
+        // than the timeout in all, yet is never cut off.
+        let started = std::time::Instant::now();
+        let mut body = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let mut since_pause = 0;
+        loop {
+            let n = std::io::Read::read(&mut steady, &mut chunk).expect("the steady reader is not reset");
+            body.extend_from_slice(&chunk[..n]);
+            since_pause += n;
+            if since_pause >= 1 << 20 {
+                std::thread::sleep(Duration::from_millis(400));
+                since_pause = 0;
+            }
+            if let Some(r) = Response::read(&mut BufReader::new(&body[..]), false) {
+                let rgb: Vec<u8> = pixels.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+                assert!(*webp::Decoder::new(&r.body).decode().expect("a WebP") == rgb[..], "{driver}: whole");
+                break;
+            }
+            assert!(n > 0, "{driver}: the steady reader's connection ended early");
+        }
+        assert!(started.elapsed() > Duration::from_millis(1500), "{driver}: took longer than the timeout");
+        drop(steady);
+
+        assert!(
+            common::eventually(Duration::from_secs(5), || keiko.metric("keiko_send_timeouts_total") == 1.0),
+            "{driver}: the stalled client is cut off"
+        );
+        assert!(common::eventually(Duration::from_secs(2), || keiko.metric("keiko_open_connections") <= 1.0));
+        let mut drained = Vec::new();
+        let ended = std::io::Read::read_to_end(&mut stalled, &mut drained);
+        assert!(ended.is_err() || drained.len() < 5_000_000, "{driver}: the stalled client got a reset");
+        assert_eq!(keiko.get("/healthz").status, 200);
+    }
+}

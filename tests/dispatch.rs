@@ -37,12 +37,21 @@ fn raw(method: &str, path: &str, extra: &str) -> String {
     format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{body}{extra}Connection: close\r\n\r\n")
 }
 
+/// The read paths a browser on another origin may use (CORS): the image and catalogue routes.
+fn is_public(path: &str) -> bool {
+    !matches!(
+        path,
+        "/hits" | "/healthz" | "/readyz" | "/metrics" | "/dashboard" | "/dashboard/thumb/alpha.png"
+    ) && !path.starts_with("/images?")
+}
+
 /// What keiko must answer: the status, and the `Allow` header of a 405.
 fn expected(method: &str, path: &str, writes: bool) -> (u16, Option<&'static str>) {
     let read = matches!(method, "GET" | "HEAD");
     match path {
         "/nope" => (404, None),
         "/0/0" => (400, None),
+        _ if method == "OPTIONS" && is_public(path) => (204, None),
         "/images/alpha.png" => match (method, writes) {
             _ if read => (200, None),
             ("PUT" | "DELETE", true) => (401, None),
@@ -74,6 +83,14 @@ fn every_endpoint_answers_every_method_with_its_status_and_allow_list() {
                 let case = format!("{method} {path} (write routes {})", if writes { "on" } else { "off" });
                 assert_eq!(r.status, status, "{case}");
                 assert_eq!(r.header("Allow"), allow, "{case}");
+                // Every answer counted under a public route carries it, errors too; uploads and
+                // deletions (write routes) do not.
+                let write = writes && path == "/images/alpha.png" && matches!(method, "PUT" | "DELETE");
+                let cors = is_public(path) && !matches!(path, "/nope" | "/0/0") && !write;
+                assert_eq!(r.header("Access-Control-Allow-Origin"), cors.then_some("*"), "{case}");
+                if r.header("Content-Type").is_some_and(|t| !t.starts_with("image/")) {
+                    assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"), "{case}");
+                }
                 if method == "HEAD" {
                     let mut all = Vec::new();
                     let mut s = TcpStream::connect(keiko.addr).unwrap();
@@ -125,7 +142,8 @@ fn a_drain_closes_every_route_s_connection() {
         (keep_alive("DELETE", "/images/missing.png", &auth), 404),
         (keep_alive("PUT", "/images/empty.png", &auth), 415),
         (keep_alive("DELETE", "/images/alpha.png", ""), 401),
-        (keep_alive("OPTIONS", "/", ""), 405),
+        (keep_alive("OPTIONS", "/", ""), 204),
+        (keep_alive("OPTIONS", "/metrics", ""), 405),
         (keep_alive("GET", "/nope", ""), 404),
         (keep_alive("GET", "/0/0", ""), 400),
     ]);

@@ -144,6 +144,7 @@ fn metrics_are_valid_prometheus_text_with_the_promised_series() {
         "keiko_flush_duration_seconds_count",
         "keiko_open_connections ",
         "keiko_connections_refused_total 0",
+        "keiko_send_timeouts_total 0",
         "keiko_db_writable 1",
         "keiko_flush_failures_total 0",
         "keiko_uptime_seconds",

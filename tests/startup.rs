@@ -37,6 +37,7 @@ fn help_documents_every_option_and_its_variable() {
         ("--db", "KEIKO_DB"),
         ("--flush-ms", "KEIKO_FLUSH_MS"),
         ("--header-timeout-ms", "KEIKO_HEADER_TIMEOUT_MS"),
+        ("--send-timeout-ms", "KEIKO_SEND_TIMEOUT_MS"),
         ("--cache-dir", "KEIKO_CACHE_DIR"),
         ("--webp", "KEIKO_WEBP"),
         ("--max-side", "KEIKO_MAX_SIDE"),

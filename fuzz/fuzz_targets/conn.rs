@@ -10,7 +10,7 @@
 //! - a `Complete` head's `len` is in `1..=` the bytes available (0 would loop forever, more would
 //!   overrun the buffer), and its path and query lie inside that head, the path without a `?`;
 //! - every parameter `route` accepts is within its documented range (sizes 1..=5000, blur 0..=10,
-//!   ASCII widths, page and limit, seed and name lengths), names and seeds are one path segment,
+//!   ASCII widths, page and limit, seed and name lengths, presets), names and seeds are one path segment,
 //!   a refusal's message (echoed in the 400 body) is short and free of control characters, only
 //!   GET and HEAD reach a read endpoint, and no write endpoint exists without the write routes;
 //! - the buffer never exceeds `MAX_HEAD`, and a full buffer never parses as `Partial`: conn.rs
@@ -24,7 +24,8 @@
 
 use keiko::http::request::{parse, Method, Parsed, Rejection, MAX_HEAD};
 use keiko::http::response::Connection;
-use keiko::http::route::{Endpoint, Pick, Route, Router, MAX_LIMIT, MAX_SEED};
+use keiko::http::route::{Endpoint, Pick, Presets, Route, Router, MAX_LIMIT, MAX_SEED};
+use keiko::variants::spec::Variant;
 use keiko::variants::spec::{Form, ASCII_WIDTHS, MAX_BLUR, MAX_SIDE};
 use libfuzzer_sys::fuzz_target;
 
@@ -50,6 +51,10 @@ enum Event {
     },
 }
 
+/// The presets the router knows while fuzzing: `?preset=` names one of these or is refused.
+static PRESETS: std::sync::LazyLock<Presets> =
+    std::sync::LazyLock::new(|| Presets::parse("thumb=/30/20 soft=/30/20?blur=2&grayscale art=/ascii?width=40").unwrap());
+
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else { return };
     let (reads, stream) = rest.split_at(usize::from(n % 17).min(rest.len()));
@@ -72,12 +77,12 @@ fn inside(head: &[u8], part: &[u8]) -> usize {
 /// Routes `method`, `path` and `query` with and without the write routes, and checks every
 /// accepted parameter against its limits and every endpoint against the method.
 fn check_route(method: Method, path: &[u8], query: &[u8]) -> Option<Route> {
-    let read_only = Router::new(false).route(method, path, query);
+    let read_only = Router::new(false, &PRESETS).route(method, path, query);
     if let Ok(endpoint) = &read_only {
         let write = matches!(endpoint, Endpoint::Upload { .. } | Endpoint::Delete { .. } | Endpoint::Lookup { .. });
         assert!(!write, "a write endpoint without the write routes: {endpoint:?}");
     }
-    let endpoint = match Router::new(true).route(method, path, query) {
+    let endpoint = match Router::new(true, &PRESETS).route(method, path, query) {
         Ok(endpoint) => endpoint,
         Err(bad) => {
             assert!(!bad.0.is_empty() && bad.0.len() < 200, "message {:?}", bad.0);
@@ -99,15 +104,15 @@ fn check_route(method: Method, path: &[u8], query: &[u8]) -> Option<Route> {
                 Pick::Random => {}
             }
             if let Some(v) = variant {
-                assert!(v.blur <= MAX_BLUR);
-                match v.form {
-                    Form::Webp(Some((w, h))) => {
-                        assert!((1..=MAX_SIDE).contains(&u32::from(w)) && (1..=MAX_SIDE).contains(&u32::from(h)))
-                    }
-                    Form::Webp(None) => assert!(v.blur > 0 || v.grayscale, "a variant without a change"),
-                    Form::Ascii(width) => assert!(ASCII_WIDTHS.contains(&width)),
-                }
+                check_variant(v);
             }
+        }
+        Endpoint::Preset { pick, variant } => {
+            assert!(reads, "{method:?} made a preset endpoint");
+            if let Pick::Named(name) = pick {
+                segment(name);
+            }
+            assert!(PRESETS.variants().any(|p| p == variant), "{variant:?} is not a preset");
         }
         Endpoint::Info(name) | Endpoint::Thumbnail(name) => segment(name),
         Endpoint::List { page, limit } => assert!(page >= 1 && (1..=MAX_LIMIT).contains(&limit)),
@@ -124,6 +129,18 @@ fn check_route(method: Method, path: &[u8], query: &[u8]) -> Option<Route> {
         _ => {}
     }
     Some(endpoint.route())
+}
+
+/// A rendition the router accepted keeps every documented limit.
+fn check_variant(v: Variant) {
+    assert!(v.blur <= MAX_BLUR);
+    match v.form {
+        Form::Webp(Some((w, h))) => {
+            assert!((1..=MAX_SIDE).contains(&u32::from(w)) && (1..=MAX_SIDE).contains(&u32::from(h)))
+        }
+        Form::Webp(None) => assert!(v.blur > 0 || v.grayscale, "a variant without a change"),
+        Form::Ascii(width) => assert!(ASCII_WIDTHS.contains(&width)),
+    }
 }
 
 /// conn.rs's read-parse loop over `stream`, with read sizes taken from `reads`.

@@ -4,6 +4,9 @@
 //!
 //! Kept per file name with the file's stamp, and brought up to date on each use by listing the
 //! directory and hashing only the files whose stamp changed (all of them, once, on first use).
+//! Files are hashed as a stream, in a fixed buffer, and files over the library's size limit
+//! (`--max-file-bytes`, which it would never serve) are not hashed at all: a huge file in the
+//! directory costs no memory.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,9 +19,9 @@ use crate::library::scan::{self, Stamp};
 
 pub(crate) type Sha256Digest = [u8; 32];
 
-#[derive(Default)]
 pub(crate) struct ContentIndex {
     files: Mutex<HashMap<String, (Stamp, Sha256Digest)>>,
+    max_file_bytes: u64,
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> Sha256Digest {
@@ -26,8 +29,28 @@ pub(crate) fn sha256(bytes: &[u8]) -> Sha256Digest {
 }
 
 impl ContentIndex {
-    /// A file of `dir` whose content has this digest, if any. Blocking: lists and maybe reads.
+    pub(crate) fn new(max_file_bytes: u64) -> ContentIndex {
+        ContentIndex { files: Mutex::default(), max_file_bytes }
+    }
+
+    /// A file of `dir` whose content has this digest, if any (the first by name). Blocking:
+    /// lists and maybe reads.
     pub(crate) fn find(&self, dir: &Path, digest: &Sha256Digest) -> io::Result<Option<String>> {
+        Ok(self.matches(dir, digest)?.into_iter().next())
+    }
+
+    /// Like [`find`](Self::find), but only a regular file, never a symlink: what an upload may be
+    /// hard-linked to (a link to a symlink would serve whatever it points at, inside the
+    /// directory or not).
+    pub(crate) fn find_regular(&self, dir: &Path, digest: &Sha256Digest) -> io::Result<Option<String>> {
+        let matches = self.matches(dir, digest)?;
+        Ok(matches
+            .into_iter()
+            .find(|name| std::fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.is_file())))
+    }
+
+    /// The names of the files of `dir` whose content has this digest, sorted.
+    fn matches(&self, dir: &Path, digest: &Sha256Digest) -> io::Result<Vec<String>> {
         let listing = scan::list(dir)?;
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         files.retain(|name, _| listing.files.iter().any(|f| &f.name == name));
@@ -35,16 +58,29 @@ impl ContentIndex {
             if files.get(&found.name).is_some_and(|(stamp, _)| *stamp == found.stamp) {
                 continue;
             }
-            // A file removed since the listing is simply not indexed.
-            if let Ok(bytes) = std::fs::read(&found.path) {
-                files.insert(found.name.clone(), (found.stamp, sha256(&bytes)));
-            }
+            // A file removed (or grown past the limit) since the listing is simply not indexed.
+            match hash_file(&found.path, self.max_file_bytes) {
+                Ok(Some(hashed)) => files.insert(found.name.clone(), (found.stamp, hashed)),
+                _ => files.remove(&found.name),
+            };
         }
-        let mut matches: Vec<&String> =
-            files.iter().filter(|(_, (_, d))| d == digest).map(|(n, _)| n).collect();
+        let mut matches: Vec<String> =
+            files.iter().filter(|(_, (_, d))| d == digest).map(|(n, _)| n.clone()).collect();
         matches.sort();
-        Ok(matches.first().map(|n| n.to_string()))
+        Ok(matches)
     }
+}
+
+/// The SHA-256 of a file's content, read as a stream; None when it holds more than `max_bytes`.
+fn hash_file(path: &Path, max_bytes: u64) -> io::Result<Option<Sha256Digest>> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > max_bytes {
+        return Ok(None);
+    }
+    let mut hasher = Sha256::new();
+    // A file that grows while it is read is cut at the limit, and then not indexed.
+    let read = io::copy(&mut io::Read::take(file, max_bytes + 1), &mut hasher)?;
+    Ok((read <= max_bytes).then(|| hasher.finalize().into()))
 }
 
 /// A digest from its 64 hex digits.
@@ -73,13 +109,25 @@ mod tests {
         std::fs::write(dir.path().join("a.png"), b"one").unwrap();
         std::fs::write(dir.path().join("b.png"), b"two").unwrap();
         std::fs::write(dir.path().join("c.txt"), b"one").unwrap();
-        let index = ContentIndex::default();
+        let index = ContentIndex::new(1 << 20);
         assert_eq!(index.find(dir.path(), &sha256(b"one")).unwrap().as_deref(), Some("a.png"));
         assert_eq!(index.find(dir.path(), &sha256(b"three")).unwrap(), None);
         std::fs::write(dir.path().join("b.png"), b"three!").unwrap();
         assert_eq!(index.find(dir.path(), &sha256(b"three!")).unwrap().as_deref(), Some("b.png"));
         std::fs::remove_file(dir.path().join("a.png")).unwrap();
         assert_eq!(index.find(dir.path(), &sha256(b"one")).unwrap(), None);
+    }
+
+    #[test]
+    fn files_over_the_size_limit_are_not_indexed_and_symlinks_are_not_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big.png"), vec![7u8; 101]).unwrap();
+        std::fs::write(dir.path().join("b.png"), b"small").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("b.png"), dir.path().join("a.png")).unwrap();
+        let index = ContentIndex::new(100);
+        assert_eq!(index.find(dir.path(), &sha256(&[7u8; 101])).unwrap(), None, "over the limit");
+        assert_eq!(index.find(dir.path(), &sha256(b"small")).unwrap().as_deref(), Some("a.png"));
+        assert_eq!(index.find_regular(dir.path(), &sha256(b"small")).unwrap().as_deref(), Some("b.png"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub(crate) mod index;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 use crate::library::decode::{decode, probe, Format};
-use crate::library::scan::is_candidate;
+use crate::library::scan::{self, is_candidate};
 use crate::library::{Rescanner, Trigger};
 use index::{sha256, to_hex, ContentIndex, Sha256Digest};
 
@@ -62,6 +63,8 @@ pub(crate) struct UploadLimits {
     /// Longest time a whole body may take to arrive.
     pub(crate) body_timeout: Duration,
     pub(crate) max_pixels: u64,
+    /// The library's file size limit, past which the content index does not read a file.
+    pub(crate) max_file_bytes: u64,
 }
 
 pub(crate) struct Admin {
@@ -107,7 +110,7 @@ impl Admin {
             rescanner,
             limits,
             next_temp: AtomicU64::new(0),
-            index: ContentIndex::default(),
+            index: ContentIndex::new(limits.max_file_bytes),
         }
     }
 
@@ -143,25 +146,54 @@ impl Admin {
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(Refused::Io(e)),
         };
-        let same = self.index.find(&self.images, &digest).map_err(Refused::Io)?;
-        let linked_to = same.filter(|existing| *existing != name);
-        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let temp = self.images.join(format!(".keiko-upload-{}-{n}", std::process::id()));
-        let prepared = match &linked_to {
-            Some(existing) => std::fs::hard_link(self.images.join(existing), &temp),
-            None => {
-                File::create(&temp).and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-            }
-        };
-        let written = prepared
-            .and_then(|()| std::fs::rename(&temp, &path))
-            .and_then(|()| File::open(&self.images)?.sync_all());
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(Refused::Io(e));
-        }
+        let same = self.index.find_regular(&self.images, &digest).map_err(Refused::Io)?;
+        let (temp, linked_to) = self.prepare(&name, same, bytes).map_err(Refused::Io)?;
+        let written = std::fs::rename(&temp, &path).and_then(|()| File::open(&self.images)?.sync_all());
+        // A rename between two links of one file does nothing and leaves the temporary name behind.
+        let _ = std::fs::remove_file(&temp);
+        written.map_err(Refused::Io)?;
         self.rescanner.rescan(Trigger::Write);
         Ok(Stored { name, created, width, height, bytes: bytes.len(), sha256: to_hex(&digest), linked_to })
+    }
+
+    /// The temporary file that will be renamed over `name`: a new hard link to `same` (another
+    /// regular file of the directory with the same bytes) when there is one, else a new file
+    /// holding `bytes`, synced. Created exclusively and without following symlinks, under a name
+    /// no one can guess, so that nothing planted in the directory can redirect the write.
+    fn prepare(
+        &self,
+        name: &str,
+        same: Option<String>,
+        bytes: &[u8],
+    ) -> io::Result<(PathBuf, Option<String>)> {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp = self.images.join(format!(
+            "{}{}-{n}-{:016x}",
+            scan::UPLOAD_TEMP_PREFIX,
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        if let Some(existing) = same.filter(|existing| existing != name) {
+            // link(2) does not follow a symlink: check that what was linked is the regular file.
+            let linked = std::fs::hard_link(self.images.join(&existing), &temp)
+                .and_then(|()| std::fs::symlink_metadata(&temp));
+            match linked {
+                Ok(meta) if meta.is_file() => return Ok((temp, Some(existing))),
+                Ok(_) => std::fs::remove_file(&temp)?,
+                Err(_) => {}
+            }
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)?;
+        if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        Ok((temp, None))
     }
 
     /// Whether an `Authorization` value carries the token (`Bearer <token>`, the scheme in any
@@ -256,8 +288,12 @@ mod tests {
     use super::*;
 
     fn admin(dir: &Path) -> Admin {
-        let limits =
-            UploadLimits { max_bytes: 1 << 20, body_timeout: Duration::from_secs(1), max_pixels: 1 << 20 };
+        let limits = UploadLimits {
+            max_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(1),
+            max_pixels: 1 << 20,
+            max_file_bytes: 1 << 20,
+        };
         Admin::new("s3cret".parse().unwrap(), dir.to_path_buf(), Rescanner::detached(), limits)
     }
 

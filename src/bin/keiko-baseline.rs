@@ -26,8 +26,8 @@ use anyhow::Context;
 use keiko::baseline::{bind, decode, encode, list, probe, LibraryOptions, Limits, Settings};
 use keiko::config::Config;
 use keiko::http::request::{self, Method, Parsed, MAX_HEAD};
-use keiko::http::response::{self, Connection, Tails};
-use keiko::http::route::{Endpoint, Pick, Router};
+use keiko::http::response::{self, Connection, Tail, Tails};
+use keiko::http::route::{Endpoint, Pick, Router, NO_PRESETS};
 use keiko::Store;
 
 #[global_allocator]
@@ -109,7 +109,8 @@ fn serve(mut stream: TcpStream, library: &LibraryOptions, store: &Mutex<(Store, 
         }
     };
     let random = Endpoint::Image { pick: Pick::Random, variant: None };
-    if Router::new(false).route(method, &path, b"").ok() != Some(random) || method != Method::Get {
+    if Router::new(false, &NO_PRESETS).route(method, &path, b"").ok() != Some(random) || method != Method::Get
+    {
         return send(&mut stream, response::NOT_FOUND.head, response::NOT_FOUND.body);
     }
 
@@ -145,7 +146,8 @@ fn encode_file(path: &Path, settings: Settings, limits: Limits) -> anyhow::Resul
 }
 
 fn send(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> anyhow::Result<()> {
-    let tails = Tails::at(SystemTime::now());
-    stream.write_all(&[head, tails.get(Connection::Close), body].concat())?;
+    let tails = Tails::at(SystemTime::now(), None);
+    stream
+        .write_all(&[head, tails.get(Tail { connection: Connection::Close, cors: false }), body].concat())?;
     Ok(())
 }

@@ -14,7 +14,7 @@
 use std::mem::MaybeUninit;
 
 use super::body::Framing;
-use super::response::Connection;
+use super::response::{etag_matches, Connection};
 
 /// Largest request head (request line, headers and the blank line) keiko accepts.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -29,6 +29,7 @@ pub enum Method {
     Put,
     Post,
     Delete,
+    Options,
     Other,
 }
 
@@ -41,8 +42,8 @@ pub struct Request<'b> {
     pub query: &'b [u8],
     /// What the client allows for the connection after the response.
     pub connection: Connection,
-    /// The `If-None-Match` value, if there is one.
-    pub if_none_match: Option<&'b [u8]>,
+    /// The `If-None-Match` lines.
+    pub if_none_match: IfNoneMatch<'b>,
     /// Whether `Accept-Encoding` admits gzip.
     pub accepts_gzip: bool,
     /// The `Authorization` value, if there is one.
@@ -53,6 +54,32 @@ pub struct Request<'b> {
     pub expect_continue: bool,
     /// The `Content-Type` value, if there is one.
     pub content_type: Option<&'b [u8]>,
+    /// The last `X-Forwarded-For` line, believed only from a trusted proxy (see `clients`).
+    pub forwarded_for: Option<&'b [u8]>,
+}
+
+/// Most `If-None-Match` lines a request may have; more is answered with 400.
+const MAX_TAG_LINES: usize = 4;
+
+/// A request's `If-None-Match` lines, taken together: RFC 9110 lets a list field be split over
+/// several lines, so a tag on any of them counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfNoneMatch<'b> {
+    lines: [&'b [u8]; MAX_TAG_LINES],
+    count: usize,
+}
+
+impl<'b> IfNoneMatch<'b> {
+    fn push(&mut self, line: &'b [u8]) -> Result<(), Rejection> {
+        *self.lines.get_mut(self.count).ok_or(Rejection::BadRequest)? = line;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Whether a tag of any line matches `etag` (see [`etag_matches`]); false without a line.
+    pub fn matches(&self, etag: &str) -> bool {
+        self.lines[..self.count].iter().any(|line| etag_matches(line, etag))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +133,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
         "PUT" => Method::Put,
         "POST" => Method::Post,
         "DELETE" => Method::Delete,
+        "OPTIONS" => Method::Options,
         _ => Method::Other,
     };
     let http10 = version == 0;
@@ -114,11 +142,12 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let (mut close, mut keep_alive) = (false, false);
-    let mut if_none_match = None;
+    let mut if_none_match = IfNoneMatch::default();
     let mut accepts_gzip = false;
     let mut authorization = None;
     let mut expect_continue = false;
     let mut content_type = None;
+    let mut forwarded_for = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -141,15 +170,21 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
-            if_none_match = Some(h.value);
+            if_none_match.push(h.value)?;
         } else if name.eq_ignore_ascii_case(b"accept-encoding") {
             accepts_gzip |= admits_gzip(h.value);
         } else if name.eq_ignore_ascii_case(b"authorization") {
-            authorization = Some(h.value);
+            // Two credentials: which one a proxy checked and which one keiko would is anyone's guess.
+            if authorization.replace(h.value).is_some() {
+                return Err(Rejection::BadRequest);
+            }
         } else if name.eq_ignore_ascii_case(b"content-type") {
             content_type = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            forwarded_for = Some(h.value);
         } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            // HTTP/1.0 has no interim responses (RFC 9110, 10.1.1): such a client just sends.
+            expect_continue = !http10 && h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     if hosts > 1 || (!http10 && hosts == 0) || (chunked && content_length.is_some()) {
@@ -188,6 +223,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
         body,
         expect_continue,
         content_type,
+        forwarded_for,
     })
 }
 
@@ -270,12 +306,13 @@ mod tests {
                 path: b"/",
                 query: b"",
                 connection: Connection::KeepAlive,
-                if_none_match: None,
+                if_none_match: IfNoneMatch::default(),
                 accepts_gzip: false,
                 authorization: None,
                 body: None,
                 expect_continue: false,
-                content_type: None
+                content_type: None,
+                forwarded_for: None
             }
         );
     }
@@ -310,7 +347,8 @@ mod tests {
         let (req, _) = complete(
             b"GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"abc\"\r\nAccept-Encoding: br, gzip\r\n\r\n",
         );
-        assert_eq!((req.if_none_match, req.accepts_gzip), (Some(&b"\"abc\""[..]), true));
+        assert!(req.if_none_match.matches("\"abc\"") && req.accepts_gzip);
+        assert!(!req.if_none_match.matches("\"abd\""));
         for (value, gzip) in [
             (&b"gzip;q=0"[..], false),
             (b"gzip; q=0.000", false),
@@ -322,6 +360,33 @@ mod tests {
         ] {
             assert_eq!(admits_gzip(value), gzip, "{:?}", String::from_utf8_lossy(value));
         }
+    }
+
+    #[test]
+    fn if_none_match_lines_are_taken_together() {
+        let (req, _) = complete(
+            b"GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"a\"\r\nIf-None-Match: W/\"b\", \"c\"\r\n\r\n",
+        );
+        assert!(["\"a\"", "\"b\"", "\"c\""].iter().all(|tag| req.if_none_match.matches(tag)));
+        assert!(!req.if_none_match.matches("\"d\""));
+        assert!(!complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").0.if_none_match.matches("\"a\""));
+        let five = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "If-None-Match: \"a\"\r\n".repeat(5));
+        assert_eq!(rejected(five.as_bytes()), Rejection::BadRequest);
+    }
+
+    #[test]
+    fn two_authorization_lines_are_refused_and_http10_gets_no_100_continue() {
+        assert_eq!(
+            rejected(b"PUT /images/a.png HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nContent-Length: 1\r\n\r\n"),
+            Rejection::BadRequest
+        );
+        let (req, _) =
+            complete(b"PUT /images/a.png HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(!req.expect_continue);
+        let (req, _) = complete(
+            b"PUT /images/a.png HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        );
+        assert!(req.expect_continue);
     }
 
     #[test]

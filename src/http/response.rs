@@ -9,8 +9,9 @@
 //! Heads and bodies never change, so they are built once (image responses when the catalogue is
 //! built, the canned ones below at compile time) and shared by every thread. The tail holds the
 //! only parts that vary: the Date header, which each thread renders once a second into a fresh
-//! [`Tails`], and the Connection header, of which there are three variants. Serving a request is
-//! then choosing three slices, with no formatting and no copying.
+//! [`Tails`], the Connection header, of which there are three variants, and for the public read
+//! routes the CORS origin (a [`Tail`] picks one of the six). Serving a request is then choosing
+//! three slices, with no formatting and no copying.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -39,12 +40,16 @@ pub enum Status {
     Created,
     BadRequest,
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
+    TooManyRequests,
     RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     HeadTooLarge,
+    /// The client went away while its answer was being made (nginx's 499); never seen by it.
+    ClientClosed,
     InternalError,
     ServiceUnavailable,
 }
@@ -58,12 +63,15 @@ impl Status {
             Status::NotModified => 304,
             Status::BadRequest => 400,
             Status::Unauthorized => 401,
+            Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
+            Status::TooManyRequests => 429,
             Status::RequestTimeout => 408,
             Status::PayloadTooLarge => 413,
             Status::UnsupportedMediaType => 415,
             Status::HeadTooLarge => 431,
+            Status::ClientClosed => 499,
             Status::InternalError => 500,
             Status::ServiceUnavailable => 503,
         }
@@ -82,12 +90,15 @@ impl Status {
             Status::NotModified => "304 Not Modified",
             Status::BadRequest => "400 Bad Request",
             Status::Unauthorized => "401 Unauthorized",
+            Status::Forbidden => "403 Forbidden",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::TooManyRequests => "429 Too Many Requests",
             Status::RequestTimeout => "408 Request Timeout",
             Status::PayloadTooLarge => "413 Content Too Large",
             Status::UnsupportedMediaType => "415 Unsupported Media Type",
             Status::HeadTooLarge => "431 Request Header Fields Too Large",
+            Status::ClientClosed => "499 Client Closed Request",
             Status::InternalError => "500 Internal Server Error",
             Status::ServiceUnavailable => "503 Service Unavailable",
         }
@@ -97,29 +108,39 @@ impl Status {
 /// One second's worth of response tails for one thread: the Date header followed by each
 /// Connection variant and the blank line that ends the head.
 pub struct Tails {
-    keep_alive: Box<[u8]>,
-    keep_alive_http10: Box<[u8]>,
-    close: Box<[u8]>,
+    /// By connection policy, then without and with the CORS line.
+    tails: [[Box<[u8]>; 2]; 3],
+}
+
+/// Which tail ends a response's head: its connection policy, and whether it answers a public read
+/// route, which browsers on other origins may use (CORS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    pub connection: Connection,
+    pub cors: bool,
 }
 
 impl Tails {
-    pub fn at(time: SystemTime) -> Tails {
+    /// The tails for this second. `cors_origin`: the `Access-Control-Allow-Origin` value of the
+    /// public read routes, if CORS is on.
+    pub fn at(time: SystemTime, cors_origin: Option<&str>) -> Tails {
         let date = httpdate::fmt_http_date(time);
-        let tail =
-            |connection: &str| format!("Date: {date}\r\n{connection}\r\n").into_bytes().into_boxed_slice();
-        Tails {
-            keep_alive: tail(""),
-            keep_alive_http10: tail("Connection: keep-alive\r\n"),
-            close: tail("Connection: close\r\n"),
-        }
+        let cors_line = cors_origin.map(|origin| format!("Access-Control-Allow-Origin: {origin}\r\n"));
+        let tail = |connection: &str| {
+            let plain = format!("Date: {date}\r\n{connection}\r\n");
+            let cors = format!("Date: {date}\r\n{connection}{}\r\n", cors_line.as_deref().unwrap_or(""));
+            [plain.into_bytes().into_boxed_slice(), cors.into_bytes().into_boxed_slice()]
+        };
+        Tails { tails: [tail(""), tail("Connection: keep-alive\r\n"), tail("Connection: close\r\n")] }
     }
 
-    pub fn get(&self, connection: Connection) -> &[u8] {
-        match connection {
-            Connection::KeepAlive => &self.keep_alive,
-            Connection::KeepAliveHttp10 => &self.keep_alive_http10,
-            Connection::Close => &self.close,
-        }
+    pub fn get(&self, tail: Tail) -> &[u8] {
+        let by_connection = match tail.connection {
+            Connection::KeepAlive => &self.tails[0],
+            Connection::KeepAliveHttp10 => &self.tails[1],
+            Connection::Close => &self.tails[2],
+        };
+        &by_connection[usize::from(tail.cors)]
     }
 }
 
@@ -130,6 +151,15 @@ pub struct Canned {
     pub body: &'static [u8],
 }
 
+/// The answer to a CORS preflight (`OPTIONS`) on a public read route; the tail adds the allowed
+/// origin. 204 has no body and so no Content-Length.
+pub static PREFLIGHT: Canned = Canned {
+    status: Status::NoContent,
+    head: b"HTTP/1.1 204 No Content\r\nServer: keiko\r\nAccess-Control-Allow-Methods: GET, HEAD\r\n\
+            Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\n",
+    body: b"",
+};
+
 /// Heads of the canned responses, with their Content-Length written out (a unit test checks them).
 macro_rules! canned {
     ($status:expr, $line:literal, $extra:literal, $body:literal, $len:literal) => {
@@ -139,6 +169,7 @@ macro_rules! canned {
                 "HTTP/1.1 ",
                 $line,
                 "\r\nServer: keiko\r\nContent-Type: text/plain; charset=utf-8\r\n",
+                "X-Content-Type-Options: nosniff\r\n",
                 $extra,
                 "Content-Length: ",
                 $len,
@@ -312,8 +343,18 @@ pub fn image_head(name: &str, content_type: &str, body_len: usize, caching: Cach
         "HTTP/1.1 200 OK\r\nServer: keiko\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n"
     );
     caching.write(&mut head);
-    let _ = write!(head, "X-Image-Name: {}\r\n{extra}", header_safe(name));
+    let _ = write!(head, "X-Image-Name: {}\r\n{}{extra}", header_safe(name), nosniff(content_type));
     head.into_bytes()
+}
+
+/// The header line that stops a browser from taking a text body (an error message, JSON, ASCII
+/// art that a client chose) for HTML or script; images need none.
+fn nosniff(content_type: &str) -> &'static str {
+    if content_type.starts_with("image/") {
+        ""
+    } else {
+        "X-Content-Type-Options: nosniff\r\n"
+    }
 }
 
 /// The heads of one body's 200 responses (a catalogue image or a rendition), built once when the
@@ -396,8 +437,9 @@ pub fn render(
     let _ = write!(
         head,
         "HTTP/1.1 {}\r\nServer: keiko\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n\
-         Cache-Control: no-store\r\n{extra}",
-        status.line()
+         Cache-Control: no-store\r\n{}{extra}",
+        status.line(),
+        nosniff(content_type)
     );
     out.splice(0..0, head.bytes());
     head.len()
@@ -453,17 +495,21 @@ mod tests {
     }
 
     #[test]
-    fn tails_carry_date_connection_and_the_blank_line() {
-        let t = Tails::at(UNIX_EPOCH + Duration::from_secs(784_111_777));
-        assert_eq!(t.get(Connection::KeepAlive), b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+    fn tails_carry_date_connection_cors_and_the_blank_line() {
+        let t = Tails::at(UNIX_EPOCH + Duration::from_secs(784_111_777), Some("*"));
+        let tail = |connection, cors| t.get(Tail { connection, cors });
+        assert_eq!(tail(Connection::KeepAlive, false), b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
         assert_eq!(
-            t.get(Connection::Close),
+            tail(Connection::Close, false),
             b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n"
         );
         assert_eq!(
-            t.get(Connection::KeepAliveHttp10),
-            b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: keep-alive\r\n\r\n"
+            tail(Connection::KeepAliveHttp10, true),
+            &b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: keep-alive\r\nAccess-Control-Allow-Origin: *\r\n\r\n"[..]
         );
+        let off = Tails::at(UNIX_EPOCH, None);
+        let cors_off = Tail { connection: Connection::KeepAlive, cors: true };
+        assert_eq!(off.get(cors_off), off.get(Tail { cors: false, ..cors_off }), "CORS off: no line");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! The method is part of the answer: an [`Endpoint`] is already an upload, a deletion, a lookup
 //! or a 405 with the `Allow` list of that path. The write routes exist only when the [`Router`]
 //! was made with them (an admin token is configured); without them `/images` is not found and
-//! `/images/<name>` allows only GET and HEAD, as it always did.
+//! `/images/<name>` allows only GET and HEAD, as it always did. `OPTIONS` on a public read route
+//! is a CORS preflight. `?preset=<name>` on an image route names one of the operator's
+//! [`Presets`], which are written as the very paths and queries this module reads.
 
 use std::fmt;
 
@@ -25,8 +27,8 @@ use crate::variants::spec::{
 
 /// Longest seed, in bytes as sent.
 pub const MAX_SEED: usize = 128;
-/// Longest image name, in bytes as sent (percent-encoded, a 255-byte name can take 765).
-const MAX_ENCODED_NAME: usize = 3 * 255;
+/// Longest image name, in bytes once percent-decoded (as the write routes and the README say).
+const MAX_NAME: usize = 255;
 /// `/v2/list`: page size by default and at most.
 pub const DEFAULT_LIMIT: u32 = 30;
 pub const MAX_LIMIT: u32 = 100;
@@ -69,6 +71,22 @@ pub enum Route {
 }
 
 impl Route {
+    /// Whether browsers on other origins may read it (CORS): the image and catalogue routes,
+    /// never the operator's or the write routes.
+    pub fn is_public(self) -> bool {
+        matches!(
+            self,
+            Route::Random
+                | Route::Image
+                | Route::RandomVariant
+                | Route::Seed
+                | Route::ImageVariant
+                | Route::Ascii
+                | Route::Info
+                | Route::List
+        )
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Route::Random => "/",
@@ -131,6 +149,15 @@ pub enum Endpoint<'a> {
         route: Route,
         allow: Allow,
     },
+    /// An image route with `?preset=<name>`: a rendition the operator configured.
+    Preset {
+        pick: Pick<'a>,
+        variant: Variant,
+    },
+    /// `OPTIONS` on a public read route: a browser asks whether another origin may use it.
+    Preflight {
+        route: Route,
+    },
     NotFound,
 }
 
@@ -144,6 +171,9 @@ impl Endpoint<'_> {
             Endpoint::Image { pick: Pick::Named(_), variant: None } => Route::Image,
             Endpoint::Image { pick: Pick::Random, .. } => Route::RandomVariant,
             Endpoint::Image { pick: Pick::Named(_), .. } => Route::ImageVariant,
+            Endpoint::Preset { pick: Pick::Random, .. } => Route::RandomVariant,
+            Endpoint::Preset { pick: Pick::Seed(_), .. } => Route::Seed,
+            Endpoint::Preset { pick: Pick::Named(_), .. } => Route::ImageVariant,
             Endpoint::Info(_) => Route::Info,
             Endpoint::List { .. } => Route::List,
             Endpoint::Hits => Route::Hits,
@@ -154,7 +184,7 @@ impl Endpoint<'_> {
             Endpoint::Upload { .. } => Route::Upload,
             Endpoint::Delete { .. } => Route::Delete,
             Endpoint::Lookup { .. } => Route::Lookup,
-            Endpoint::MethodNotAllowed { route, .. } => *route,
+            Endpoint::MethodNotAllowed { route, .. } | Endpoint::Preflight { route } => *route,
             Endpoint::NotFound => Route::Unknown,
         }
     }
@@ -180,16 +210,18 @@ impl fmt::Display for BadParam {
     }
 }
 
-/// The routes one server has: the read routes always, the write routes when configured.
+/// The routes one server has: the read routes always, the write routes when configured, and the
+/// operator's presets.
 #[derive(Debug, Clone, Copy)]
 pub struct Router {
     writes: bool,
+    presets: &'static Presets,
 }
 
 impl Router {
     /// `writes`: whether uploads, deletions and lookups exist (an admin token is configured).
-    pub fn new(writes: bool) -> Router {
-        Router { writes }
+    pub fn new(writes: bool, presets: &'static Presets) -> Router {
+        Router { writes, presets }
     }
 
     /// The endpoint that `method`, `path` and `query` name.
@@ -204,12 +236,26 @@ impl Router {
             _ => read_target(path, query)?,
         };
         let Some(read) = read else { return Ok(Endpoint::NotFound) };
+        let read = match (preset_name(query), read) {
+            (None, read) => read,
+            (Some(name), Endpoint::Image { pick, variant: None }) => match self.presets.get(name) {
+                Some(variant) => Endpoint::Preset { pick, variant },
+                None => {
+                    return Err(bad(format!("preset: no preset named '{}' ({})", shown(name), self.presets)))
+                }
+            },
+            (Some(_), Endpoint::Image { .. }) => {
+                return Err(bad("preset: cannot be combined with a size, effects or ASCII art"))
+            }
+            (Some(_), _) => return Err(bad("preset: only on the image routes")),
+        };
         let named_whole = match read {
             Endpoint::Image { pick: Pick::Named(name), variant: None } => Some(name),
             _ => None,
         };
         Ok(match (method, named_whole) {
             (Method::Get | Method::Head, _) => read,
+            (Method::Options, _) if read.route().is_public() => Endpoint::Preflight { route: read.route() },
             (Method::Put, Some(name)) if self.writes => Endpoint::Upload { name: Some(name) },
             (Method::Delete, Some(name)) if self.writes => Endpoint::Delete { name },
             (_, Some(_)) if self.writes => {
@@ -234,6 +280,84 @@ impl Router {
     }
 }
 
+/// The value of a `preset` parameter, if there is one.
+fn preset_name(query: &[u8]) -> Option<&[u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| pair.strip_prefix(b"preset="))
+}
+
+/// The rendition a URL path and query under an image name ask for, as a preset's spec is written:
+/// `/300/200?blur=2`, `/ascii?width=60`.
+pub fn rendition_of(spec: &str) -> Result<Variant, BadParam> {
+    let (path, query) = spec.split_once('?').unwrap_or((spec, ""));
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(bad("a rendition as a path and query, like /300/200?blur=2 or /ascii?width=60"));
+    }
+    let target = format!("/images/x{path}");
+    match read_target(target.as_bytes(), query.as_bytes())? {
+        Some(Endpoint::Image { variant: Some(variant), .. }) => Ok(variant),
+        _ => Err(bad("a rendition as a path and query, like /300/200?blur=2 or /ascii?width=60")),
+    }
+}
+
+/// The operator's named renditions, usable as `?preset=<name>` on the image routes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Presets(Vec<(String, Variant)>);
+
+/// No presets, for a router without any.
+pub static NO_PRESETS: Presets = Presets(Vec::new());
+
+impl Presets {
+    /// `name=spec` entries separated by spaces or commas, each spec a rendition as
+    /// [`rendition_of`] reads it: `thumb=/300/200 soft=/300/200?blur=2&grayscale`.
+    pub fn parse(text: &str) -> anyhow::Result<Presets> {
+        let mut presets = Vec::new();
+        for entry in text.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|e| !e.is_empty()) {
+            let (name, spec) = entry
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("preset {entry:?}: name=/width/height (then ?effects)"))?;
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.len() <= 32
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "preset {name:?}: a name of 1 to 32 letters, digits, '-' or '_'"
+            );
+            let variant = rendition_of(spec).map_err(|e| anyhow::anyhow!("preset {name}: {e}"))?;
+            anyhow::ensure!(presets.iter().all(|(n, _)| n != name), "preset {name}: given twice");
+            presets.push((name.to_string(), variant));
+        }
+        Ok(Presets(presets))
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<Variant> {
+        self.0.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, v)| *v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn variants(&self) -> impl Iterator<Item = Variant> + '_ {
+        self.0.iter().map(|(_, v)| *v)
+    }
+}
+
+impl fmt::Display for Presets {
+    /// The names, for messages: "presets: thumb, card" or "no presets are configured".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no presets are configured");
+        }
+        f.write_str("presets: ")?;
+        for (n, (name, _)) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
 /// The read endpoint `path` and `query` name, whatever the method; None for a path keiko does not
 /// serve.
 fn read_target<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Option<Endpoint<'a>>, BadParam> {
@@ -249,14 +373,14 @@ fn read_target<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Option<Endpoint<'a
         return Ok(fixed);
     }
     if let Some(name) = path.strip_prefix(b"/dashboard/thumb/") {
-        if name.is_empty() || name.contains(&b'/') || name.len() > MAX_ENCODED_NAME {
+        if name.is_empty() || name.contains(&b'/') || name.len() > 3 * MAX_NAME {
             return Ok(None);
         }
         return Ok(Some(Endpoint::Thumbnail(name)));
     }
     if path == b"/v2/list" {
         let q = Query::parse(query)?;
-        let page = q.number("page", q.page, 1, u32::MAX, 1)?;
+        let page = q.number("page", q.page, 1, MAX_NUMBER, 1)?;
         let limit = q.number("limit", q.limit, 1, MAX_LIMIT, DEFAULT_LIMIT)?;
         return Ok(Some(Endpoint::List { page, limit }));
     }
@@ -281,8 +405,12 @@ fn read_target<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Option<Endpoint<'a
             if name.is_empty() {
                 return Ok(None);
             }
-            if name.len() > MAX_ENCODED_NAME {
-                return Err(bad(format!("name: at most 255 bytes, got {} bytes as sent", name.len())));
+            // Decoding cannot lengthen a name, so only a long one is decoded to be measured.
+            if name.len() > MAX_NAME {
+                let decoded = percent_encoding::percent_decode(name).count();
+                if decoded > MAX_NAME {
+                    return Err(bad(format!("name: at most {MAX_NAME} bytes, got {decoded}")));
+                }
             }
             (Pick::Named(name), Shape::Whole)
         }
@@ -379,6 +507,9 @@ fn side(what: &str, digits: &[u8]) -> Result<u16, BadParam> {
     }
 }
 
+/// The largest number any parameter may have: nine digits.
+const MAX_NUMBER: u32 = 999_999_999;
+
 /// Decimal digits only (no sign, no spaces), at most 9 of them.
 fn whole_number(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
@@ -461,8 +592,8 @@ fn shown(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const READ_ONLY: Router = Router { writes: false };
-    const WITH_WRITES: Router = Router { writes: true };
+    const READ_ONLY: Router = Router { writes: false, presets: &NO_PRESETS };
+    const WITH_WRITES: Router = Router { writes: true, presets: &NO_PRESETS };
 
     fn routed(router: Router, method: Method, target: &str) -> Result<Endpoint<'_>, BadParam> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -591,9 +722,76 @@ mod tests {
         }
         let huge_seed = format!("/seed/{}", "s".repeat(MAX_SEED + 1));
         assert!(refused(&huge_seed).starts_with("seed"));
-        let huge_name = format!("/images/{}", "n".repeat(800));
-        assert!(refused(&huge_name).starts_with("name"));
+        for long in [256, 300, 765, 800] {
+            let huge_name = format!("/images/{}", "n".repeat(long));
+            assert!(refused(&huge_name).starts_with("name: at most 255 bytes"), "{long} bytes");
+        }
+        let encoded = format!("/images/{}", "%41".repeat(255));
+        assert!(matches!(ok(&encoded), Endpoint::Image { .. }), "255 bytes once decoded");
+        let message = refused("/v2/list?page=1000000000");
+        assert!(message.contains("999999999"), "the stated maximum: {message}");
+        assert_eq!(ok("/v2/list?page=999999999"), Endpoint::List { page: 999_999_999, limit: 30 });
         assert!(refused("/?blur=\u{1b}[31m").contains('?'), "control characters are not echoed");
+    }
+
+    #[test]
+    fn options_on_a_public_read_route_is_a_preflight_and_elsewhere_not_allowed() {
+        for (target, route) in [
+            ("/", Route::Random),
+            ("/images/a.png", Route::Image),
+            ("/images/a.png/300/200", Route::ImageVariant),
+            ("/v2/list", Route::List),
+            ("/ascii", Route::Ascii),
+        ] {
+            assert_eq!(
+                routed(WITH_WRITES, Method::Options, target),
+                Ok(Endpoint::Preflight { route }),
+                "{target}"
+            );
+        }
+        for target in ["/metrics", "/hits", "/dashboard", "/healthz"] {
+            let endpoint = routed(WITH_WRITES, Method::Options, target).unwrap();
+            assert!(matches!(endpoint, Endpoint::MethodNotAllowed { .. }), "{target}: {endpoint:?}");
+        }
+        assert!(matches!(
+            routed(WITH_WRITES, Method::Options, "/images").unwrap(),
+            Endpoint::MethodNotAllowed { .. }
+        ));
+    }
+
+    #[test]
+    fn presets_name_renditions_and_cannot_be_mixed_with_others() {
+        let presets: &'static Presets = Box::leak(Box::new(
+            Presets::parse("thumb=/30/20 soft=/30/20?blur=2&grayscale,art=/ascii?width=40").unwrap(),
+        ));
+        let router = Router { writes: false, presets };
+        let thumb = rendition_of("/30/20").unwrap();
+        assert_eq!(
+            routed(router, Method::Get, "/images/a.png?preset=thumb"),
+            Ok(Endpoint::Preset { pick: Pick::Named(b"a.png"), variant: thumb })
+        );
+        assert_eq!(
+            routed(router, Method::Get, "/?preset=thumb"),
+            Ok(Endpoint::Preset { pick: Pick::Random, variant: thumb })
+        );
+        let soft = presets.get(b"soft").unwrap();
+        assert_eq!((soft.blur, soft.grayscale), (2, true));
+        assert!(matches!(presets.get(b"art").unwrap().form, Form::Ascii(40)));
+        for (target, why) in [
+            ("/images/a.png/30/20?preset=thumb", "cannot be combined"),
+            ("/?preset=thumb&blur=2", "cannot be combined"),
+            ("/?preset=nope", "no preset named 'nope' (presets: thumb, soft, art)"),
+            ("/v2/list?preset=thumb", "only on the image routes"),
+        ] {
+            let err = routed(router, Method::Get, target).unwrap_err().0;
+            assert!(err.starts_with("preset: ") && err.contains(why), "{target}: {err}");
+        }
+        for bad in
+            ["thumb", "=/30/20", "t=/0/0", "t=/30/20 t=/40/40", "t=30/20", "t=/images", "a b=/1/1?blur=99"]
+        {
+            assert!(Presets::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(NO_PRESETS.to_string(), "no presets are configured");
     }
 
     #[test]
@@ -638,7 +836,7 @@ mod tests {
             "/dashboard/thumb/a.png",
         ];
         for writes in [false, true] {
-            let router = Router { writes };
+            let router = Router { writes, presets: &NO_PRESETS };
             for path in read_paths {
                 let read = routed(router, Get, path).unwrap();
                 assert!(!matches!(read, Endpoint::NotFound | Endpoint::MethodNotAllowed { .. }), "{path}");

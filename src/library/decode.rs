@@ -1,11 +1,20 @@
 //! Image file bytes to 8-bit RGB or RGBA pixels, with the checks that keep a hostile file from
 //! hurting the server.
 //!
-//! The format is told by content, not by file name: JPEG and PNG go through zune-image, GIF
-//! (first frame) through the `gif` crate and WebP through libwebp, because zune-image 0.5 decodes
-//! neither of the last two here. Before any decoder runs, [`probe`] reads the dimensions from the
-//! file's header, so that a file claiming 100,000 x 100,000 pixels is refused before a byte of
-//! pixels is allocated. Everything ends in the one layout the WebP encoder takes: interleaved
+//! The format is told by content, not by file name: JPEG goes through zune-image, PNG through the
+//! `png` crate, GIF (first frame) through the `gif` crate and WebP through libwebp. Before any
+//! decoder runs, [`probe`] reads the dimensions from the file's header, so that a file claiming
+//! 100,000 x 100,000 pixels is refused before a byte of pixels is allocated.
+//!
+//! Memory is bounded for every input, not only its pixels. Metadata never inflates past
+//! [`METADATA_BUDGET`]: the `png` crate keeps compressed text chunks compressed and inflates a
+//! colour profile only up to its limit, decoding the image without a profile that is larger
+//! (zune-png inflated both without one: a 1 MB file took 2.8 GB); JPEG, GIF and WebP keep their
+//! metadata uncompressed, so it is bounded by the file.
+//!
+//! One policy for damaged files, the same for uploads and for the library: an image is served only
+//! when its decoder read all of it. A JPEG whose data ends early is refused (zune-jpeg's strict
+//! mode), never filled in as a large grey image; so is a PNG whose image data ends early. Everything ends in the one layout the WebP encoder takes: interleaved
 //! 8-bit RGB, or RGBA when some pixel is not fully opaque. Errors are worded for the operator's
 //! log ("a damaged or truncated PNG"), with the decoder's own words after them.
 
@@ -107,26 +116,66 @@ pub fn probe(bytes: &[u8], max_pixels: u64) -> anyhow::Result<(Format, u32, u32)
     Ok((format, u32::try_from(width)?, u32::try_from(height)?))
 }
 
+/// What a decoder may allocate besides the pixels themselves: metadata (a PNG's colour profile
+/// and text) and its working rows. Past it the file is refused.
+pub(crate) const METADATA_BUDGET: u64 = 8 << 20;
+
 /// Decodes a file that [`probe`] accepted as `format`.
 pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> anyhow::Result<Pixels> {
     let pixels = match format {
         Format::Gif => decode_gif(bytes, max_pixels),
         Format::WebpLossless | Format::WebpLossy => decode_webp(bytes),
-        Format::Jpeg | Format::Png => decode_zune(bytes),
+        Format::Png => decode_png(bytes),
+        Format::Jpeg => decode_jpeg(bytes),
     }
     .with_context(|| format!("a damaged or truncated {}", format.name()))?;
     Ok(drop_opaque_alpha(pixels))
 }
 
-fn decode_zune(bytes: &[u8]) -> anyhow::Result<Pixels> {
-    let mut image =
-        Image::read(std::io::Cursor::new(bytes), DecoderOptions::default()).map_err(zune_error)?;
+fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<Pixels> {
+    let options = DecoderOptions::default().set_strict_mode(true);
+    let mut image = Image::read(std::io::Cursor::new(bytes), options).map_err(zune_error)?;
     let target = if image.colorspace().has_alpha() { ColorSpace::RGBA } else { ColorSpace::RGB };
     image.convert_depth(BitDepth::Eight).map_err(zune_error)?;
     image.convert_color(target).map_err(zune_error)?;
     let (width, height) = image.dimensions();
     let data = image.flatten_to_u8().into_iter().next().context("image has no frame")?;
     pixels(width, height, target == ColorSpace::RGBA, data)
+}
+
+/// A PNG as 8-bit RGB or RGBA (palettes, grey and 16-bit samples converted).
+fn decode_png(bytes: &[u8]) -> anyhow::Result<Pixels> {
+    let limits = png::Limits { bytes: METADATA_BUDGET as usize };
+    let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(png_error)?;
+    let size = reader.output_buffer_size().context("the image is too large to decode")?;
+    let mut data = vec![0; size];
+    let frame = reader.next_frame(&mut data).map_err(png_error)?;
+    data.truncate(frame.buffer_size());
+    let (width, height) = (frame.width as usize, frame.height as usize);
+    match frame.color_type {
+        png::ColorType::Rgb => pixels(width, height, false, data),
+        png::ColorType::Rgba => pixels(width, height, true, data),
+        png::ColorType::Grayscale => {
+            pixels(width, height, false, data.iter().flat_map(|&g| [g, g, g]).collect())
+        }
+        png::ColorType::GrayscaleAlpha => {
+            let rgba = data.chunks_exact(2).flat_map(|ga| [ga[0], ga[0], ga[0], ga[1]]).collect();
+            pixels(width, height, true, rgba)
+        }
+        png::ColorType::Indexed => bail!("its palette could not be expanded"),
+    }
+}
+
+fn png_error(e: png::DecodingError) -> anyhow::Error {
+    match e {
+        png::DecodingError::LimitsExceeded => anyhow!(
+            "its metadata (colour profile or text) would take more than {} MiB to decode",
+            METADATA_BUDGET >> 20
+        ),
+        e => anyhow!("{e}"),
+    }
 }
 
 /// zune's errors end in newlines; a log line must not.
@@ -261,6 +310,89 @@ mod tests {
             .unwrap();
         let p = decode(&png).unwrap();
         assert_eq!(p.data, vec![0, 0, 0, 100, 100, 100, 200, 200, 200, 255, 255, 255]);
+    }
+
+    /// A 3x2 opaque PNG with an extra chunk of `kind` holding `data` before its image data.
+    fn with_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, 3, 2);
+        encoder.set_color(png::ColorType::Rgb);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_chunk(png::chunk::ChunkType(*kind), data).unwrap();
+        writer.write_image_data(&[7; 3 * 2 * 3]).unwrap();
+        drop(writer);
+        out
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn metadata_that_inflates_past_the_budget_is_never_inflated() {
+        let zeros = zlib(&vec![0; 64 << 20]);
+        let mut text = b"Comment\0\0".to_vec();
+        text.extend(&zeros);
+        let text_bomb = with_chunk(b"zTXt", &text);
+        assert_eq!(decode(&text_bomb).unwrap().data.len(), 3 * 2 * 3, "compressed text is not inflated");
+        let mut profile = b"icc\0\0".to_vec();
+        profile.extend(&zeros);
+        let decoded = decode(&with_chunk(b"iCCP", &profile)).unwrap();
+        assert_eq!(
+            decoded.data.len(),
+            3 * 2 * 3,
+            "decoded without the profile, inflated no further than the budget"
+        );
+    }
+
+    #[test]
+    fn images_whose_data_ends_early_are_refused() {
+        let data = rgba(64, 64, |x, y| [x as u8 * 3, y as u8 * 3, (x ^ y) as u8, 255]);
+        let jpeg = zune_image::image::Image::from_u8(&data, 64, 64, ColorSpace::RGBA);
+        let jpeg = {
+            let mut rgb = jpeg;
+            rgb.convert_color(ColorSpace::RGB).unwrap();
+            rgb.write_to_vec(zune_image::codecs::ImageFormat::JPEG).unwrap()
+        };
+        assert!(decode(&jpeg).is_ok());
+        let err = format!("{:#}", decode(&jpeg[..jpeg.len() / 2]).unwrap_err());
+        assert!(err.starts_with("a damaged or truncated JPEG"), "{err}");
+        let png = Image::from_u8(&data, 64, 64, ColorSpace::RGBA)
+            .write_to_vec(zune_image::codecs::ImageFormat::PNG)
+            .unwrap();
+        let err = format!("{:#}", decode(&png[..png.len() * 2 / 3]).unwrap_err());
+        assert!(err.starts_with("a damaged or truncated PNG"), "{err}");
+    }
+
+    #[test]
+    fn sixteen_bit_grey_with_alpha_and_palette_pngs_become_8_bit_rgb_or_rgba() {
+        let encode = |color: png::ColorType, depth: png::BitDepth, palette: Option<&[u8]>, data: &[u8]| {
+            let mut out = Vec::new();
+            let mut encoder = png::Encoder::new(&mut out, 2, 1);
+            encoder.set_color(color);
+            encoder.set_depth(depth);
+            if let Some(palette) = palette {
+                encoder.set_palette(palette.to_vec());
+            }
+            encoder.write_header().unwrap().write_image_data(data).unwrap();
+            out
+        };
+        let sixteen = encode(
+            png::ColorType::Rgb,
+            png::BitDepth::Sixteen,
+            None,
+            &[255, 0, 0, 0, 128, 0, 0, 0, 0, 0, 0, 255],
+        );
+        assert_eq!(decode(&sixteen).unwrap().data, [255, 0, 128, 0, 0, 0]);
+        let grey_alpha =
+            encode(png::ColorType::GrayscaleAlpha, png::BitDepth::Eight, None, &[10, 0, 20, 255]);
+        assert_eq!(decode(&grey_alpha).unwrap().data, [10, 10, 10, 0, 20, 20, 20, 255]);
+        let palette =
+            encode(png::ColorType::Indexed, png::BitDepth::Eight, Some(&[1, 2, 3, 4, 5, 6]), &[1, 0]);
+        assert_eq!(decode(&palette).unwrap().data, [4, 5, 6, 1, 2, 3]);
     }
 
     #[test]

@@ -127,10 +127,16 @@ pub fn encode(pixels: &Pixels, encoding: Encoding) -> anyhow::Result<Vec<u8>> {
     Ok(webp.to_vec())
 }
 
-/// `pixels` scaled so that the longer side is `max_side`, or None when it already fits.
+/// The longest side a WebP can have.
+pub(crate) const WEBP_MAX_SIDE: u32 = 16_383;
+
+/// `pixels` scaled so that the longer side is `max_side` (or WebP's own limit, when that is
+/// smaller or `max_side` is 0), or None when it already fits. An image within the pixel limit can
+/// still be too long for WebP (say 20,000 x 100): it is served smaller rather than not at all.
 fn downscaled(pixels: &Pixels, max_side: u32) -> anyhow::Result<Option<Pixels>> {
     let longer = pixels.width.max(pixels.height);
-    if max_side == 0 || longer <= max_side {
+    let max_side = if max_side == 0 { WEBP_MAX_SIDE } else { max_side.min(WEBP_MAX_SIDE) };
+    if longer <= max_side {
         return Ok(None);
     }
     let scale = |side: u32| ((u64::from(side) * u64::from(max_side) / u64::from(longer)) as u32).max(1);
@@ -149,6 +155,14 @@ fn downscaled(pixels: &Pixels, max_side: u32) -> anyhow::Result<Option<Pixels>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_too_long_for_webp_is_served_smaller() {
+        let pixels = Pixels { width: 20_000, height: 2, alpha: false, data: vec![90; 20_000 * 2 * 3] };
+        let webp = encode(&pixels, Encoding { quality: None, max_side: 0 }).unwrap();
+        let decoded = webp::Decoder::new(&webp).decode().unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (WEBP_MAX_SIDE, 1));
+    }
 
     const LOSSLESS: Encoding = Encoding { quality: None, max_side: 0 };
 
@@ -174,8 +188,8 @@ mod tests {
 
     #[test]
     fn impossible_dimensions_are_an_error_not_a_panic() {
-        let wide = Pixels { width: 20_000, height: 1, alpha: false, data: vec![0; 60_000] };
-        assert!(encode(&wide, LOSSLESS).is_err());
+        let empty = Pixels { width: 0, height: 5, alpha: false, data: Vec::new() };
+        assert!(encode(&empty, LOSSLESS).is_err());
     }
 
     #[test]

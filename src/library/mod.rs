@@ -32,6 +32,7 @@ use anyhow::Context;
 use crossbeam_channel::Sender;
 
 pub use encode::{Settings, WebpMode};
+pub(crate) use pool::lower_priority;
 pub use pool::Limits;
 pub(crate) use stats::LibraryStats;
 

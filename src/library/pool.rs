@@ -17,7 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::cache::{self, Cache, Outcome};
-use super::decode::{decode, probe};
+use super::decode::{decode, probe, Format};
 use super::encode::{encode, Settings};
 use super::scan::Stamp;
 use super::stats::LibraryStats;
@@ -66,7 +66,7 @@ pub(crate) fn spawn(
     for n in 0..threads.max(1) {
         let (jobs, done, cache) = (job_rx.clone(), done_tx.clone(), cache.clone());
         std::thread::Builder::new().name(format!("keiko-encode-{n}")).spawn(move || {
-            lower_priority();
+            lower_priority("encoders");
             for job in &jobs {
                 let result = run(&job, settings, limits, &cache, stats);
                 if done.send(Done { name: job.name, stamp: job.stamp, result }).is_err() {
@@ -84,11 +84,26 @@ pub(crate) fn spawn(
     Ok((job_tx, done_rx))
 }
 
-/// Gives the calling thread the lowest priority, nice 19 (on Linux a nice value is per thread).
-fn lower_priority() {
+/// Gives the calling thread the lowest priority, nice 19 (on Linux a nice value is per thread), so
+/// that background work (encoders, renderers) never slows the event loops. `who` names the
+/// threads in a warning.
+pub(crate) fn lower_priority(who: &str) {
     // SAFETY: changes only the calling thread's priority (who = 0 = this thread).
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
-        tracing::warn!("cannot lower the encoders' priority: {}", std::io::Error::last_os_error());
+        tracing::warn!("cannot lower the {who}' priority: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Reads a file's first bytes and checks that they begin an image of a known format.
+fn sniff_file(path: &std::path::Path) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(16);
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    file.take(16).read_to_end(&mut head).map_err(|e| format!("cannot read it: {e}"))?;
+    match Format::sniff(&head) {
+        Some(_) => Ok(()),
+        None if head.is_empty() => Err("the file is empty".into()),
+        None => Err("it is not a JPEG, PNG, GIF or WebP image (judged by its content)".into()),
     }
 }
 
@@ -103,6 +118,11 @@ fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &Lib
             "it is {} bytes, over the limit of {} (KEIKO_MAX_FILE_BYTES)",
             job.stamp.size, limits.max_file_bytes
         ));
+    }
+    // Its first bytes say whether it is an image at all: a large file of anything else is
+    // refused without being read whole.
+    if let Err(e) = sniff_file(&job.path) {
+        return Result::Failed(e);
     }
     let bytes = match std::fs::read(&job.path) {
         Ok(bytes) => bytes,

@@ -10,7 +10,6 @@
 //! the first scan's completion is logged once and makes the snapshot ready (`/readyz`).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +17,7 @@ use crossbeam_channel::{select, Receiver};
 
 use super::cache::{self, Outcome, Record};
 use super::pool::{self, Done, Job};
-use super::scan::{self, Found, Stamp};
+use super::scan::{self, Found, Shown, Stamp};
 use super::state::{State, Tracked};
 use super::watch::Seen;
 use super::{Control, Trigger};
@@ -101,7 +100,7 @@ impl State {
     /// Compares the directory with what is known: queues new and changed files, withdraws
     /// removed ones.
     fn scan(&mut self) {
-        let listing = match scan::list(&self.images) {
+        let mut listing = match scan::list(&self.images) {
             Ok(listing) => listing,
             Err(e) => {
                 tracing::warn!(
@@ -112,6 +111,10 @@ impl State {
             }
         };
         self.note_skipped(&listing);
+        match listing.sweep_leftovers() {
+            0 => {}
+            n => tracing::info!("removed {n} temporary file(s) of uploads that never finished"),
+        }
         let now = SystemTime::now();
         let mut present = HashSet::with_capacity(listing.files.len());
         let mut candidates = Vec::new();
@@ -143,7 +146,7 @@ impl State {
                 self.changed |= gone.serving.is_some();
                 self.queued -= usize::from(gone.queued);
                 self.unsaved = true;
-                tracing::debug!("{name} was removed");
+                tracing::debug!("{} was removed", Shown(&name));
                 if !gone.queued {
                     moved.insert(gone.stamp, gone);
                 }
@@ -174,7 +177,7 @@ impl State {
         }
         for raw in &listing.not_utf8 {
             if self.warned_not_utf8.insert(raw.clone()) {
-                tracing::warn!("skipping {}: its file name is not UTF-8", Path::new(raw).display());
+                tracing::warn!("skipping {}: its file name is not UTF-8", Shown(&raw.to_string_lossy()));
             }
         }
     }
@@ -232,7 +235,7 @@ impl State {
                 }
             }
             Some(Outcome::Failed { reason }) => {
-                tracing::warn!("skipping {}: {reason} (unchanged since it failed)", found.name);
+                tracing::warn!("skipping {}: {reason} (unchanged since it failed)", Shown(&found.name));
                 tracked.record = Some(Outcome::Failed { reason });
                 return;
             }
@@ -266,7 +269,7 @@ impl State {
                 }
             }
             pool::Result::Failed(reason) => {
-                tracing::warn!("skipping {}: {reason}", done.name);
+                tracing::warn!("skipping {}: {reason}", Shown(&done.name));
                 self.changed |= tracked.serving.take().is_some();
                 tracked.record = Some(Outcome::Failed { reason });
             }

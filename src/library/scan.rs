@@ -12,6 +12,7 @@
 //! an unchanged file without reading a byte of it.
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,14 @@ impl Stamp {
     }
 }
 
+/// How the temporary files of uploads begin (see `admin`): a dot-name, never served.
+pub(crate) const UPLOAD_TEMP_PREFIX: &str = ".keiko-upload-";
+
+/// How long an upload's temporary file must have been left unchanged before a scan removes it:
+/// far longer than the moment between its last write and its rename (another node sharing the
+/// directory may be writing one), short enough that a crash's leftover soon goes.
+const LEFTOVER_AGE: Duration = Duration::from_secs(60);
+
 /// A candidate image file of the directory.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -60,6 +69,44 @@ pub struct Listing {
     pub subdirs: usize,
     /// Names that are not UTF-8, which cannot be served or counted.
     pub not_utf8: Vec<OsString>,
+    /// Temporary files of uploads that never finished (a crash between write and rename).
+    pub leftovers: Vec<PathBuf>,
+}
+
+impl Listing {
+    /// Removes the [`leftovers`](Listing::leftovers), so that deleted content cannot live on under
+    /// a hidden name; returns how many went.
+    pub(crate) fn sweep_leftovers(&mut self) -> usize {
+        std::mem::take(&mut self.leftovers).iter().filter(|path| std::fs::remove_file(path).is_ok()).count()
+    }
+}
+
+fn is_upload_temp(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(UPLOAD_TEMP_PREFIX.as_bytes())
+}
+
+/// Whether an entry has been left unchanged for `age`. The change time, because a new hard link
+/// keeps its file's modification time.
+fn unchanged_for(meta: &Metadata, now: SystemTime, age: Duration) -> bool {
+    let changed = UNIX_EPOCH + Duration::from_secs(meta.ctime().max(0) as u64);
+    now.duration_since(changed).is_ok_and(|since| since >= age)
+}
+
+/// A file name as a log line may show it: control characters escaped (`\n`, `\u{1b}`), so that a
+/// name cannot forge a log line or colour a terminal.
+pub(crate) struct Shown<'a>(pub(crate) &'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether `name` may be an image of the library by its name alone.
@@ -73,10 +120,22 @@ pub(crate) fn is_candidate(name: &str) -> bool {
 
 /// Lists `dir` by the rules above.
 pub fn list(dir: &Path) -> std::io::Result<Listing> {
+    list_at(dir, SystemTime::now())
+}
+
+fn list_at(dir: &Path, now: SystemTime) -> std::io::Result<Listing> {
     let mut listing = Listing::default();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let Ok(file_type) = entry.file_type() else { continue };
+        if is_upload_temp(&entry.file_name()) {
+            if !file_type.is_dir()
+                && entry.metadata().is_ok_and(|meta| unchanged_for(&meta, now, LEFTOVER_AGE))
+            {
+                listing.leftovers.push(entry.path());
+            }
+            continue;
+        }
         // Follow links; a broken one, or a file removed since readdir, is simply not there.
         let meta = if file_type.is_symlink() { std::fs::metadata(entry.path()) } else { entry.metadata() };
         let Ok(meta) = meta else { continue };
@@ -121,6 +180,30 @@ mod tests {
         assert_eq!(listing.subdirs, 2);
         let (b, link) = (&listing.files[1], &listing.files[3]);
         assert_eq!(b.stamp, link.stamp, "a link serves its target's content");
+    }
+
+    #[test]
+    fn unfinished_upload_files_are_swept_once_they_are_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(format!("{UPLOAD_TEMP_PREFIX}1-0-abc"));
+        std::fs::write(&temp, b"deleted content").unwrap();
+        std::fs::write(dir.path().join("a.png"), b"x").unwrap();
+        let mut now = list(dir.path()).unwrap();
+        assert!(now.leftovers.is_empty(), "one being written may belong to a running upload");
+        assert_eq!(now.sweep_leftovers(), 0);
+        let mut later =
+            list_at(dir.path(), SystemTime::now() + LEFTOVER_AGE + Duration::from_secs(1)).unwrap();
+        assert_eq!(later.leftovers, std::slice::from_ref(&temp));
+        assert_eq!(later.files.len(), 1, "only a.png is an image");
+        assert_eq!(later.sweep_leftovers(), 1);
+        assert!(!temp.exists());
+    }
+
+    #[test]
+    fn names_in_logs_cannot_break_a_line() {
+        let shown = Shown("a\nERROR forged\u{1b}[31m.png").to_string();
+        assert_eq!(shown, "a\\nERROR forged\\u{1b}[31m.png");
+        assert_eq!(Shown("café.png").to_string(), "café.png");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! This is the hot path. Per request it must never lock, allocate or block: parsing borrows from
 //! the buffer, the answer is loaded into the connection's reusable [`Wire`], a hit is a
-//! plain increment in this loop's table, and the counters belong to this thread alone (two reads
-//! of the time-stamp counter a request). The first read and each write are tried as plain non-blocking syscalls before any
+//! plain increment in this loop's table, and the counters and the connection's slot (what it
+//! waits for, for the header and send timeouts) belong to this thread alone (two reads of the
+//! time-stamp counter a request). The first read and each write are tried as plain non-blocking syscalls before any
 //! trip through the ring, because they nearly always complete at once: TCP_DEFER_ACCEPT hands
 //! over a new connection with its request already there, and a response fits the socket's
 //! buffer. `tests/hot_path.rs` counts the allocations of a keep-alive client.
@@ -62,7 +63,8 @@ pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             if slot.expired() && !buf.is_empty() {
                 let reply = Reply::new(&mut wire, w.tails(), Route::Unknown, Connection::Close, false);
                 let sent = reply.canned(&REQUEST_TIMEOUT);
-                (_, wire) = wire::write(&mut stream, wire, true).await;
+                slot.sending(w.now());
+                (_, wire) = wire::write(&mut stream, wire, true, &|| slot.sending(w.now())).await;
                 w.stats.counted(sent.route, sent.status);
             }
             break;
@@ -80,7 +82,9 @@ pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
                 Parsed::Rejected(rejection) => reject(&w, rejection, &mut wire),
             };
             let ends = sent.connection == Connection::Close;
-            let (written, back) = wire::write(&mut stream, wire, ends).await;
+            slot.sending(w.now());
+            let (written, back) = wire::write(&mut stream, wire, ends, &|| slot.sending(w.now())).await;
+            slot.done_waiting();
             wire = back;
             let took = w.timer.delta_as_nanos(first_byte_at.unwrap_or(read_at), w.timer.raw());
             w.stats.responded(sent.route, sent.status, Duration::from_nanos(took));

@@ -1,12 +1,18 @@
 //! Each event-loop thread's table of its open connections, so that the thread can end the ones
-//! that wait too long (the header timeout) and the idle ones at shutdown.
+//! that wait too long (the header timeout for a request, the send timeout for a client that
+//! takes no bytes) and the idle ones at shutdown.
 //!
-//! Ending a wait must not drop a pending read (monoio can lose data that way), and a timer per
-//! read would cost every request. Instead a connection notes in its slot when it starts waiting
-//! for a request, and the thread's once-per-tick sweep shuts the read side of overdue sockets
-//! with `shutdown(SHUT_RD)`: the pending read then completes with end-of-file and the connection
-//! task ends itself, the normal way. Everything here belongs to one thread, so a `RefCell` is
-//! all the synchronisation there is.
+//! Ending a wait must not drop a pending read or write (monoio can lose data that way), and a
+//! timer per request would cost every request. Instead a connection notes in its slot when it
+//! starts waiting for a request or for the client to take bytes, and the thread's once-per-tick
+//! sweep acts on overdue sockets: a read is ended with `shutdown(SHUT_RD)` (it completes with
+//! end-of-file), a write with an abortive `shutdown(SHUT_RDWR)` (it fails with EPIPE, and the
+//! close then resets the connection, so the kernel does not keep unsent bytes for a client that
+//! will never take them). Either way the connection task ends itself, the normal way.
+//!
+//! The send timeout runs between two successive writes that move bytes, as nginx's
+//! `send_timeout` does: a client that reads slowly but steadily is never cut off.
+//! Everything here belongs to one thread, so a `RefCell` is all the synchronisation there is.
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
@@ -22,18 +28,34 @@ pub(crate) struct Conns {
 
 struct Slot {
     fd: RawFd,
-    /// When the connection began waiting for the request it is reading (coarse ms clock), while
-    /// it waits for bytes.
-    waiting_since: Option<u64>,
+    wait: Wait,
     /// The sweep ended the wait because the header timeout passed.
     expired: bool,
+}
+
+/// What a connection waits for, since when (coarse ms clock).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Wait {
+    /// Nothing: it is working (or the wait was ended).
+    None,
+    /// The bytes of the request it began waiting for at this time.
+    Request(u64),
+    /// The client to take bytes of a response; the time of the last write that moved some.
+    Client(u64),
+}
+
+/// How long each kind of wait may last, in ms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) header_ms: u64,
+    pub(crate) send_ms: u64,
 }
 
 impl Conns {
     /// Registers a new connection; it is removed when the returned guard drops.
     pub(crate) fn open<'a>(&'a self, fd: RawFd, stats: &'a ThreadStats) -> ConnSlot<'a> {
         stats.connection_opened();
-        let key = self.slots.borrow_mut().insert(Slot { fd, waiting_since: None, expired: false });
+        let key = self.slots.borrow_mut().insert(Slot { fd, wait: Wait::None, expired: false });
         ConnSlot { conns: self, stats, key }
     }
 
@@ -41,30 +63,54 @@ impl Conns {
         self.slots.borrow().len()
     }
 
-    /// Wakes every connection that has waited `timeout_ms` or longer for its request.
-    pub(crate) fn expire(&self, now: u64, timeout_ms: u64) {
+    /// Wakes every connection that has waited for its request, or for its client to take bytes,
+    /// past its timeout. Returns how many were ended for the send timeout.
+    pub(crate) fn expire(&self, now: u64, timeouts: Timeouts) -> u64 {
+        let mut sends = 0;
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
-            if slot.waiting_since.is_some_and(|since| now.saturating_sub(since) >= timeout_ms) {
-                slot.expired = true;
-                end_wait(slot);
+            match slot.wait {
+                Wait::Request(since) if now.saturating_sub(since) >= timeouts.header_ms => {
+                    slot.expired = true;
+                    slot.wait = Wait::None;
+                    end_reads(slot.fd);
+                }
+                Wait::Client(since) if now.saturating_sub(since) >= timeouts.send_ms => {
+                    slot.wait = Wait::None;
+                    abort(slot.fd);
+                    sends += 1;
+                }
+                _ => {}
             }
         }
+        sends
     }
 
     /// At shutdown: wakes every connection that is waiting for a request. Those in the middle of
     /// answering one finish it and then close by themselves.
     pub(crate) fn end_waits(&self) {
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
-            if slot.waiting_since.is_some() {
-                end_wait(slot);
+            if matches!(slot.wait, Wait::Request(_)) {
+                slot.wait = Wait::None;
+                end_reads(slot.fd);
             }
         }
     }
 }
 
-fn end_wait(slot: &mut Slot) {
-    slot.waiting_since = None;
-    end_reads(slot.fd);
+/// Fails any write pending on socket `fd`, and makes its close a reset.
+fn abort(fd: RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: plain syscalls on a socket the connection task keeps open; `linger` outlives the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
 }
 
 /// Completes any read pending on socket `fd` with end-of-file, at once. Dropping a read future
@@ -86,12 +132,22 @@ pub(crate) struct ConnSlot<'a> {
 impl ConnSlot<'_> {
     /// The connection is about to wait for bytes of a request it began waiting for at `since`.
     pub(crate) fn waiting(&self, since: u64) {
-        self.conns.slots.borrow_mut()[self.key].waiting_since = Some(since);
+        self.set(Wait::Request(since));
     }
 
-    /// The wait is over (bytes, end of file or error).
+    /// The connection is about to write, or a write just moved bytes, at `now`: the client has
+    /// the send timeout from now to take more.
+    pub(crate) fn sending(&self, now: u64) {
+        self.set(Wait::Client(now));
+    }
+
+    /// The wait is over (bytes, end of file or error; the response written).
     pub(crate) fn done_waiting(&self) {
-        self.conns.slots.borrow_mut()[self.key].waiting_since = None;
+        self.set(Wait::None);
+    }
+
+    fn set(&self, wait: Wait) {
+        self.conns.slots.borrow_mut()[self.key].wait = wait;
     }
 
     /// Whether the header timeout ended the last wait.
@@ -140,11 +196,35 @@ mod tests {
         s_busy.waiting(0);
         s_busy.done_waiting();
 
-        conns.expire(10_000, 5_000);
+        assert_eq!(conns.expire(10_000, Timeouts { header_ms: 5_000, send_ms: 1_000 }), 0);
         assert!(s_old.expired() && !s_fresh.expired() && !s_busy.expired());
         assert!(read_side_shut(&mut old));
         assert!(!read_side_shut(&mut fresh));
         assert!(!read_side_shut(&mut busy));
+    }
+
+    #[test]
+    fn a_client_that_takes_no_bytes_past_the_send_timeout_is_cut_off() {
+        let stats = ThreadStats::default();
+        let conns = Conns::default();
+        let (stalled, mut c1) = pair();
+        let (steady, _c2) = pair();
+        let s_stalled = conns.open(stalled.as_raw_fd(), &stats);
+        let s_steady = conns.open(steady.as_raw_fd(), &stats);
+        s_stalled.sending(1_000);
+        s_steady.sending(1_000);
+        s_steady.sending(9_500);
+        let timeouts = Timeouts { header_ms: 100, send_ms: 5_000 };
+        assert_eq!(conns.expire(10_000, timeouts), 1, "the send timeout is not the header timeout");
+        assert!(!s_stalled.expired(), "no 408 for a client that did not read");
+        assert!((&stalled).write(b"x").is_err(), "its writes fail");
+        drop(s_stalled);
+        drop(stalled);
+        // Nothing was queued here, so a FIN may come before the reset; with unsent bytes (a client
+        // that stopped reading) the close is a reset at once.
+        let ended = |r: std::io::Result<usize>| matches!(r, Ok(0)) || r.is_err();
+        assert!(ended(c1.read(&mut [0; 8])) && ended(c1.read(&mut [0; 8])), "the connection ended");
+        assert_eq!(conns.expire(10_000, timeouts), 0, "the steady one moved bytes at 9.5 s");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! From a parsed request to a [`Sent`] response: route it for its method, fix the connection
-//! policy once, and hand the [`Reply`] to the one handler that serves the endpoint. This is the
+//! policy once, refuse what the operator's policy forbids (a rendition that is not a preset in
+//! presets-only mode, a missing or wrong signature) before any work, and hand the [`Reply`] to the
+//! one handler that serves the endpoint. This is the
 //! only place that knows which handler serves what; the handlers live in files named for what
 //! they serve (`images`, `renditions`, `info`, `operator`, `writes`) and know nothing of the
 //! connection they answer on.
@@ -8,6 +10,9 @@
 //! that wait (a render, an upload's body, the blocking pool) are boxed, so that every connection
 //! task stays small, and allocates for them only when it needs them.
 
+use std::os::fd::AsRawFd;
+use std::time::SystemTime;
+
 use monoio::net::TcpStream;
 
 use super::reply::{Reply, Sent};
@@ -15,7 +20,7 @@ use super::wire::Wire;
 use super::worker::Worker;
 use super::{images, info, operator, renditions, writes};
 use crate::http::request::{Method, Request};
-use crate::http::response::{self, Connection, NOT_FOUND};
+use crate::http::response::{self, Connection, Status, NOT_FOUND, PREFLIGHT};
 use crate::http::route::{BadParam, Endpoint, Route};
 use crate::test_hooks;
 
@@ -41,12 +46,23 @@ pub(crate) async fn answer(
         Ok(endpoint) => endpoint,
         Err(BadParam(why)) => return reply.bad_request(&why),
     };
+    if let (Some(why), Endpoint::Image { variant: Some(_), .. }) = (&w.shared.presets_only, &endpoint) {
+        return reply.text(Status::Forbidden, why);
+    }
+    if let Some(signing) = w.shared.signing.filter(|s| s.needs(&endpoint)) {
+        if let Err(refusal) = signing.check(request.path, request.query, SystemTime::now()) {
+            return reply.text(Status::Forbidden, refusal.message());
+        }
+    }
     match endpoint {
         Endpoint::Image { pick, variant: None } => images::whole(w, request, pick, reply),
         Endpoint::Image { pick, variant: Some(variant) } => {
-            renditions::serve(w, request, pick, variant, reply).await
+            renditions::serve(w, stream.as_raw_fd(), request, pick, variant, reply).await
         }
-        Endpoint::Thumbnail(name) => renditions::thumbnail(w, request, name, reply).await,
+        Endpoint::Preset { pick, variant } => {
+            renditions::serve(w, stream.as_raw_fd(), request, pick, variant, reply).await
+        }
+        Endpoint::Thumbnail(name) => renditions::thumbnail(w, stream.as_raw_fd(), request, name, reply).await,
         Endpoint::Info(name) => info::image(w, name, reply),
         Endpoint::List { page, limit } => info::list(w, page, limit, reply),
         Endpoint::Hits => operator::hits(w, reply),
@@ -58,6 +74,7 @@ pub(crate) async fn answer(
         Endpoint::Delete { name } => Box::pin(writes::delete(w, request, name, reply)).await,
         Endpoint::Lookup { sha256 } => Box::pin(writes::lookup(w, request, sha256, reply)).await,
         Endpoint::MethodNotAllowed { allow, .. } => reply.canned(response::method_not_allowed(allow)),
+        Endpoint::Preflight { .. } => reply.canned(&PREFLIGHT),
         Endpoint::NotFound => reply.canned(&NOT_FOUND),
     }
 }

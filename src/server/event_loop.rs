@@ -193,8 +193,9 @@ fn contain_panics(connection: impl Future<Output = ()>) -> impl Future<Output = 
 }
 
 async fn tick(w: Rc<Worker>, running: Rc<std::cell::Cell<bool>>) {
-    let every = (w.shared.header_timeout / 4).clamp(Duration::from_millis(25), MAX_TICK);
-    let timeout_ms = w.shared.header_timeout.as_millis() as u64;
+    let timeouts = w.shared.timeouts;
+    let shortest = Duration::from_millis(timeouts.header_ms.min(timeouts.send_ms));
+    let every = (shortest / 4).clamp(Duration::from_millis(25), MAX_TICK);
     let started = Instant::now();
     let mut second = unix_second(SystemTime::now());
     let mut busy = BusyMeter::new();
@@ -209,7 +210,8 @@ async fn tick(w: Rc<Worker>, running: Rc<std::cell::Cell<bool>>) {
         second = unix_second(now);
         let clock = started.elapsed().as_millis() as u64;
         w.tick(clock, new_second);
-        w.conns.expire(clock, timeout_ms);
+        let cut_off = w.conns.expire(clock, timeouts);
+        w.stats.send_timed_out(cut_off);
     }
 }
 

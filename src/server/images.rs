@@ -11,7 +11,7 @@ use super::reply::{Reply, Sent};
 use super::worker::Worker;
 use crate::catalog::Catalog;
 use crate::http::request::Request;
-use crate::http::response::{etag_matches, NOT_FOUND, NOT_READY};
+use crate::http::response::{NOT_FOUND, NOT_READY};
 use crate::http::route::Pick;
 
 pub(crate) fn whole(w: &Worker, request: &Request, pick: Pick, reply: Reply) -> Sent {
@@ -19,7 +19,7 @@ pub(crate) fn whole(w: &Worker, request: &Request, pick: Pick, reply: Reply) -> 
     let Some(index) = find(&catalog, pick) else { return reply.canned(missing(pick)) };
     let named = matches!(pick, Pick::Named(_));
     let etag = catalog.image(index).heads.etag();
-    if named && request.if_none_match.is_some_and(|tags| etag_matches(tags, etag)) {
+    if named && request.if_none_match.matches(etag) {
         return reply.not_modified(etag, w.shared.variants.max_age(), "");
     }
     reply.image(catalog, index, named)

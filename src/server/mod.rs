@@ -32,6 +32,7 @@ use anyhow::Context;
 use crossbeam_channel::Sender;
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub(crate) use conns::Timeouts;
 pub(crate) use event_loop::Driver;
 pub(crate) use shared::{Flags, Shared};
 pub(crate) use stats::ServerStats;

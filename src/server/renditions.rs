@@ -4,61 +4,75 @@
 //! `variants`). Once found it is sent like a catalogue image: pre-built head, tail, body, in one
 //! writev. A rendition by name carries its own ETag and answers conditional GETs with 304.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::Either;
 
 use super::images;
 use super::reply::{Reply, Sent};
 use super::worker::Worker;
+use crate::clients::{self, Client};
 use crate::dashboard;
-use crate::http::request::Request;
-use crate::http::response::{etag_matches, Status, BUSY};
+use crate::http::request::{IfNoneMatch, Request};
+use crate::http::response::{Status, BUSY};
 use crate::http::route::Pick;
 use crate::variants::spec::{Form, Variant};
-use crate::variants::{Flight, Key, Rendered};
+use crate::variants::{Key, Refused, Rendered, Waiter};
 
 /// The parts of a request that shape a rendition's response.
 struct Ask<'b> {
     /// Asked for by name: ETag and `public` caching, conditional GETs.
     named: bool,
     accepts_gzip: bool,
-    if_none_match: Option<&'b [u8]>,
+    if_none_match: IfNoneMatch<'b>,
     /// The source image's hit identity, if serving it counts a hit.
     hit: Option<u32>,
 }
 
 /// A render to wait for, and how to answer once it is done.
 struct Waiting<'a, 'b> {
-    flight: Arc<Flight>,
+    waiter: Waiter,
     ask: Ask<'b>,
     reply: Reply<'a>,
 }
 
 /// Answers a request for `variant` of the image `pick` names; it counts a hit on the source.
+/// `client` is the connection's socket, watched while a render is awaited.
 pub(crate) async fn serve(
     w: &Worker,
+    client: RawFd,
     request: &Request<'_>,
     pick: Pick<'_>,
     variant: Variant,
     reply: Reply<'_>,
 ) -> Sent {
-    match find(w, request, pick, variant, true, reply) {
+    match find(w, client, request, pick, variant, true, reply) {
         Ok(sent) => sent,
-        Err(waiting) => Box::pin(finish(w, waiting)).await,
+        Err(waiting) => Box::pin(finish(w, client, waiting)).await,
     }
 }
 
 /// The dashboard's thumbnail of image `name`: a small rendition that counts no hit, since an
 /// operator looking at the counts must not change them.
-pub(crate) async fn thumbnail(w: &Worker, request: &Request<'_>, name: &[u8], reply: Reply<'_>) -> Sent {
-    match find(w, request, Pick::Named(name), dashboard::THUMBNAIL, false, reply) {
+pub(crate) async fn thumbnail(
+    w: &Worker,
+    client: RawFd,
+    request: &Request<'_>,
+    name: &[u8],
+    reply: Reply<'_>,
+) -> Sent {
+    match find(w, client, request, Pick::Named(name), dashboard::THUMBNAIL, false, reply) {
         Ok(sent) => sent,
-        Err(waiting) => Box::pin(finish(w, waiting)).await,
+        Err(waiting) => Box::pin(finish(w, client, waiting)).await,
     }
 }
 
 /// The answer, when it needs no wait; otherwise the render to wait for.
 fn find<'a, 'b>(
     w: &Worker,
+    client: RawFd,
     request: &Request<'b>,
     pick: Pick<'_>,
     variant: Variant,
@@ -93,19 +107,57 @@ fn find<'a, 'b>(
         w.remember(key, rendered.clone());
         return Ok(send(w, &ask, rendered, reply));
     }
-    match variants.request(key, image.clone()) {
-        Ok(flight) => Err(Waiting { flight, ask, reply }),
-        Err(_busy) => Ok(reply.canned(&BUSY)),
+    let who = || match clients::peer(client) {
+        Some(peer) => w.shared.trusted_proxies.client(peer, request.forwarded_for),
+        None => Client::Overflow,
+    };
+    match variants.request(key, image.clone(), who) {
+        Ok(waiter) => Err(Waiting { waiter, ask, reply }),
+        Err(Refused::Busy) => Ok(reply.canned(&BUSY)),
+        Err(Refused::OverBudget(wait)) => {
+            let retry = format!("Retry-After: {}\r\n", wait.as_secs() + 1);
+            Ok(reply.rendered(Status::TooManyRequests, "text/plain; charset=utf-8", &retry, |out| {
+                out.extend_from_slice(b"too many new renditions from this client: try again later\n")
+            }))
+        }
     }
 }
 
-/// Waits for the render and answers with it.
-async fn finish(w: &Worker, waiting: Waiting<'_, '_>) -> Sent {
-    let Waiting { flight, ask, reply } = waiting;
-    match flight.wait().await {
-        Ok(rendered) => send(w, &ask, rendered, reply),
-        Err(why) => {
+/// Waits for the render and answers with it; if the client goes away first, stops waiting, so
+/// that a render no client waits for stops too.
+async fn finish(w: &Worker, client: RawFd, waiting: Waiting<'_, '_>) -> Sent {
+    let Waiting { waiter, ask, reply } = waiting;
+    let render = std::pin::pin!(waiter.wait());
+    let departure = std::pin::pin!(departure(client));
+    match futures_util::future::select(render, departure).await {
+        Either::Left((Ok(rendered), _)) => send(w, &ask, rendered, reply),
+        Either::Left((Err(why), _)) => {
             reply.closing().text(Status::InternalError, &format!("cannot render this image: {why:#}"))
+        }
+        Either::Right(((), _)) => reply.closing().text(Status::ClientClosed, "the client went away"),
+    }
+}
+
+/// How often a request waiting for a render looks whether its client is still there.
+const DEPARTURE_CHECK: Duration = Duration::from_millis(50);
+
+/// Completes when the client of socket `fd` has closed or reset its connection.
+async fn departure(fd: RawFd) {
+    loop {
+        monoio::time::sleep(DEPARTURE_CHECK).await;
+        let mut byte = 0u8;
+        // SAFETY: peeks at most one byte into `byte`; the socket stays open while this request
+        // is answered.
+        let n =
+            unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        let gone = n == 0
+            || (n < 0
+                && !matches!(
+                    std::io::Error::last_os_error().kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ));
+        if gone {
+            return;
         }
     }
 }
@@ -113,7 +165,7 @@ async fn finish(w: &Worker, waiting: Waiting<'_, '_>) -> Sent {
 fn send(w: &Worker, ask: &Ask, rendered: Arc<Rendered>, reply: Reply) -> Sent {
     let gzip = ask.accepts_gzip && rendered.gzip.is_some();
     let etag = rendered.representation(gzip).heads.etag();
-    if ask.named && ask.if_none_match.is_some_and(|tags| etag_matches(tags, etag)) {
+    if ask.named && ask.if_none_match.matches(etag) {
         let vary = if rendered.gzip.is_some() { "Vary: Accept-Encoding\r\n" } else { "" };
         return reply.not_modified(etag, w.shared.variants.max_age(), vary);
     }

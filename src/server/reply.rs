@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::wire::Wire;
 use crate::catalog::Catalog;
-use crate::http::response::{self, Canned, Connection, Status, Tails};
+use crate::http::response::{self, Canned, Connection, Status, Tail, Tails};
 use crate::http::route::Route;
 use crate::variants::Rendered;
 
@@ -20,7 +20,7 @@ pub(crate) struct Reply<'a> {
     wire: &'a mut Wire,
     tails: Rc<Tails>,
     route: Route,
-    connection: Connection,
+    tail: Tail,
     head_only: bool,
 }
 
@@ -42,17 +42,19 @@ impl<'a> Reply<'a> {
         connection: Connection,
         head_only: bool,
     ) -> Reply<'a> {
-        Reply { wire, tails, route, connection, head_only }
+        let tail = Tail { connection, cors: route.is_public() };
+        Reply { wire, tails, route, tail, head_only }
     }
 
     /// Ends the connection after this response, whatever the client asked.
     pub(crate) fn closing(mut self) -> Reply<'a> {
-        self.connection = Connection::Close;
+        self.tail.connection = Connection::Close;
         self
     }
 
     fn sent(&self, status: Status, hit: Option<u32>) -> Sent {
-        Sent { route: self.route, status, connection: self.connection, hit: hit.filter(|_| !self.head_only) }
+        let hit = hit.filter(|_| !self.head_only);
+        Sent { route: self.route, status, connection: self.tail.connection, hit }
     }
 
     /// A fixed response.
@@ -64,7 +66,7 @@ impl<'a> Reply<'a> {
     pub(crate) fn fixed(self, status: Status, head: &'static [u8], body: &'static [u8]) -> Sent {
         let sent = self.sent(status, None);
         let body = if self.head_only { &[][..] } else { body };
-        self.wire.load(head, self.tails, self.connection, body);
+        self.wire.load(head, self.tails, self.tail, body);
         sent
     }
 
@@ -72,7 +74,7 @@ impl<'a> Reply<'a> {
     /// random; it counts a hit unless the method was HEAD.
     pub(crate) fn image(self, catalog: Rc<Catalog>, index: usize, named: bool) -> Sent {
         let sent = self.sent(Status::Ok, Some(catalog.image(index).tally.id));
-        self.wire.load_image(catalog, index, named, self.tails, self.connection, self.head_only);
+        self.wire.load_image(catalog, index, named, self.tails, self.tail, self.head_only);
         sent
     }
 
@@ -86,7 +88,7 @@ impl<'a> Reply<'a> {
         hit: Option<u32>,
     ) -> Sent {
         let sent = self.sent(Status::Ok, hit);
-        self.wire.load_rendition(rendered, gzip, named, self.tails, self.connection, self.head_only);
+        self.wire.load_rendition(rendered, gzip, named, self.tails, self.tail, self.head_only);
         sent
     }
 
@@ -94,7 +96,7 @@ impl<'a> Reply<'a> {
     pub(crate) fn not_modified(self, etag: &str, max_age: u32, extra: &str) -> Sent {
         let sent = self.sent(Status::NotModified, None);
         let head_len = response::render_not_modified(self.wire.rendered_mut(), etag, max_age, extra);
-        self.wire.load_rendered(head_len, self.tails, self.connection, true);
+        self.wire.load_rendered(head_len, self.tails, self.tail, true);
         sent
     }
 
@@ -121,7 +123,7 @@ impl<'a> Reply<'a> {
     ) -> Sent {
         let sent = self.sent(status, None);
         let body_at = response::render(self.wire.rendered_mut(), status, content_type, extra, body);
-        self.wire.load_rendered(body_at, self.tails, self.connection, self.head_only);
+        self.wire.load_rendered(body_at, self.tails, self.tail, self.head_only);
         sent
     }
 }

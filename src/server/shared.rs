@@ -3,13 +3,15 @@
 //! on, the exposition behind `/metrics`, and the limits that connections keep.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
+use super::conns::Timeouts;
 use super::stats::ServerStats;
 use crate::admin::Admin;
 use crate::catalog::Published;
+use crate::clients::TrustedProxies;
 use crate::http::route::Router;
 use crate::metrics::Exposition;
+use crate::signing::Signing;
 use crate::variants::Variants;
 
 pub(crate) struct Shared {
@@ -22,7 +24,15 @@ pub(crate) struct Shared {
     pub(crate) admin: Option<&'static Admin>,
     pub(crate) exposition: &'static Exposition,
     pub(crate) stats: &'static ServerStats,
-    pub(crate) header_timeout: Duration,
+    pub(crate) timeouts: Timeouts,
+    /// `Access-Control-Allow-Origin` of the public read routes, when CORS is on.
+    pub(crate) cors_origin: Option<String>,
+    /// Signed URLs, when keys are configured.
+    pub(crate) signing: Option<&'static Signing>,
+    /// Whose `X-Forwarded-For` names the client (for render budgets).
+    pub(crate) trusted_proxies: TrustedProxies,
+    /// With `--presets-only`, the 403 message for any other rendition.
+    pub(crate) presets_only: Option<String>,
     /// Open connections per event loop; past it, new ones are closed at once.
     pub(crate) max_conns: usize,
     /// The clock requests are timed with, calibrated once at startup.

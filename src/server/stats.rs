@@ -46,6 +46,7 @@ pub(crate) struct ThreadStats {
     latency: EnumMap<Route, Latency>,
     open_connections: OwnedCounter,
     refused_connections: OwnedCounter,
+    send_timeouts: OwnedCounter,
     /// CPU time the loop's thread has used, and the share of the last second it was busy (in
     /// millionths), both as of its last tick.
     busy_nanos: AtomicU64,
@@ -59,6 +60,7 @@ impl Default for ThreadStats {
             latency: EnumMap::from_fn(|_| Histogram::new(&LATENCY_BOUNDS)),
             open_connections: OwnedCounter::default(),
             refused_connections: OwnedCounter::default(),
+            send_timeouts: OwnedCounter::default(),
             busy_nanos: AtomicU64::new(0),
             busy_ppm: AtomicU64::new(0),
         }
@@ -113,6 +115,11 @@ impl ThreadStats {
         self.refused_connections.add(1);
     }
 
+    /// Connections reset because their client took no bytes for the send timeout.
+    pub(crate) fn send_timed_out(&self, connections: u64) {
+        self.send_timeouts.add(connections);
+    }
+
     pub(crate) fn connection_closed(&self) {
         self.open_connections.sub(1);
     }
@@ -151,6 +158,12 @@ impl Collector for ServerStats {
             "keiko_connections_refused",
             "Connections closed at accept because their thread had --max-conns open.",
             self.sum(|t| t.refused_connections.get()),
+        )?;
+        counter(
+            &mut encoder,
+            "keiko_send_timeouts",
+            "Connections reset because their client took no bytes of a response for --send-timeout-ms.",
+            self.sum(|t| t.send_timeouts.get()),
         )?;
         let busy = self
             .loops

@@ -36,7 +36,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use crate::catalog::Catalog;
-use crate::http::response::{Connection, Tails};
+use crate::http::response::{Connection, Tail, Tails};
 use crate::variants::Rendered;
 
 /// A response on its way. Boxed whole: it moves into every write and back, which is then the
@@ -117,37 +117,31 @@ impl Wire {
         self.file = file;
     }
 
-    /// Loads `head`, the tail for `connection`, then `body`.
-    pub(crate) fn load(
-        &mut self,
-        head: &'static [u8],
-        tails: Rc<Tails>,
-        connection: Connection,
-        body: &'static [u8],
-    ) {
-        let iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
+    /// Loads `head`, the tail `tail`, then `body`.
+    pub(crate) fn load(&mut self, head: &'static [u8], tails: Rc<Tails>, tail: Tail, body: &'static [u8]) {
+        let iov = [iovec(head), iovec(tails.get(tail)), iovec(body)];
         self.set(iov, Some(tails), None, None, None);
     }
 
     /// Loads a rendition: its gzip or plain representation, with the head for a named or a random
-    /// route, the tail for `connection`, then the body unless `head_only`.
+    /// route, the tail `tail`, then the body unless `head_only`.
     pub(crate) fn load_rendition(
         &mut self,
         rendition: Arc<Rendered>,
         gzip: bool,
         named: bool,
         tails: Rc<Tails>,
-        connection: Connection,
+        tail: Tail,
         head_only: bool,
     ) {
         let representation = rendition.representation(gzip);
         let body = if head_only { &[][..] } else { &representation.body[..] };
-        let iov = [iovec(representation.heads.get(named)), iovec(tails.get(connection)), iovec(body)];
+        let iov = [iovec(representation.heads.get(named)), iovec(tails.get(tail)), iovec(body)];
         self.set(iov, Some(tails), None, Some(rendition), None);
     }
 
-    /// Loads image `index` of `catalog`: its head (for a named or a random route), the tail for
-    /// `connection`, then its body unless `head_only`. A large body in a response that ends the
+    /// Loads image `index` of `catalog`: its head (for a named or a random route), the tail
+    /// `tail`, then its body unless `head_only`. A large body in a response that ends the
     /// connection goes out with sendfile(2) (which leaves the socket non-blocking: fine for its
     /// last response).
     pub(crate) fn load_image(
@@ -156,15 +150,15 @@ impl Wire {
         index: usize,
         named: bool,
         tails: Rc<Tails>,
-        connection: Connection,
+        tail: Tail,
         head_only: bool,
     ) {
         let image = catalog.image(index);
         let body = if head_only { &[][..] } else { image.body.bytes() };
-        let sendfile = body.len() >= SENDFILE_MIN && connection == Connection::Close;
+        let sendfile = body.len() >= SENDFILE_MIN && tail.connection == Connection::Close;
         let file = sendfile.then(|| FileBody { fd: image.body.fd(), offset: 0, len: body.len() });
         let in_iov = if sendfile { &[][..] } else { body };
-        let iov = [iovec(image.heads.get(named)), iovec(tails.get(connection)), iovec(in_iov)];
+        let iov = [iovec(image.heads.get(named)), iovec(tails.get(tail)), iovec(in_iov)];
         self.set(iov, Some(tails), Some(catalog), None, file);
     }
 
@@ -175,16 +169,10 @@ impl Wire {
 
     /// Loads the response in [`Wire::rendered_mut`]: head up to `body_at`, the tail, then the body
     /// unless `head_only`.
-    pub(crate) fn load_rendered(
-        &mut self,
-        body_at: usize,
-        tails: Rc<Tails>,
-        connection: Connection,
-        head_only: bool,
-    ) {
+    pub(crate) fn load_rendered(&mut self, body_at: usize, tails: Rc<Tails>, tail: Tail, head_only: bool) {
         let (head, body) = self.rendered.split_at(body_at);
         let body = if head_only { &body[..0] } else { body };
-        let iov = [iovec(head), iovec(tails.get(connection)), iovec(body)];
+        let iov = [iovec(head), iovec(tails.get(tail)), iovec(body)];
         self.set(iov, Some(tails), None, None, None);
     }
 
@@ -246,6 +234,7 @@ pub(crate) async fn write(
     stream: &mut TcpStream,
     mut wire: Wire,
     ends_connection: bool,
+    moved: &dyn Fn(),
 ) -> (io::Result<()>, Wire) {
     if wire.file.is_none() {
         if ends_connection {
@@ -268,13 +257,14 @@ pub(crate) async fn write(
             return (Ok(()), wire);
         }
     }
-    Box::pin(write_rest(stream, wire)).await
+    Box::pin(write_rest(stream, wire, moved)).await
 }
 
 /// Writes what is left of the response through the ring, or with sendfile for a file body.
-async fn write_rest(stream: &mut TcpStream, mut wire: Wire) -> (io::Result<()>, Wire) {
+/// `moved` is told each time bytes were taken after a wait (the send timeout restarts).
+async fn write_rest(stream: &mut TcpStream, mut wire: Wire, moved: &dyn Fn()) -> (io::Result<()>, Wire) {
     if wire.file.is_some() {
-        let result = write_with_sendfile(stream, &mut wire).await;
+        let result = write_with_sendfile(stream, &mut wire, moved).await;
         return (result, wire);
     }
     while !wire.is_written() {
@@ -282,7 +272,10 @@ async fn write_rest(stream: &mut TcpStream, mut wire: Wire) -> (io::Result<()>, 
         wire = back;
         match result {
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), wire),
-            Ok(n) => wire.advance(n),
+            Ok(n) => {
+                wire.advance(n);
+                moved();
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return (Err(e), wire),
         }
@@ -310,7 +303,7 @@ fn send_now(fd: RawFd, wire: &Wire, flags: libc::c_int) -> io::Result<usize> {
 
 /// Head and tail with sendmsg (held back with MSG_MORE so they leave in the body's first
 /// segments), then the body with sendfile; both non-blocking, waiting for writability when full.
-async fn write_with_sendfile(stream: &mut TcpStream, wire: &mut Wire) -> io::Result<()> {
+async fn write_with_sendfile(stream: &mut TcpStream, wire: &mut Wire, moved: &dyn Fn()) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     // sendfile has no flag for "do not wait": the socket itself must not block. This is the
     // connection's last response, so no io_uring operation on it sees the change.
@@ -336,8 +329,14 @@ async fn write_with_sendfile(stream: &mut TcpStream, wire: &mut Wire) -> io::Res
         };
         match (sent, wire.file.as_mut()) {
             (0, _) => return Err(io::ErrorKind::WriteZero.into()),
-            (n, _) if n > 0 && head_pending => wire.advance(n as usize),
-            (n, Some(file)) if n > 0 => file.len -= n as usize,
+            (n, _) if n > 0 && head_pending => {
+                wire.advance(n as usize);
+                moved();
+            }
+            (n, Some(file)) if n > 0 => {
+                file.len -= n as usize;
+                moved();
+            }
             _ => match io::Error::last_os_error() {
                 e if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
                 e if e.kind() == io::ErrorKind::Interrupted => {}
@@ -359,17 +358,23 @@ mod tests {
             .collect()
     }
 
+    const KEEP_ALIVE: Tail = Tail { connection: Connection::KeepAlive, cors: false };
+
+    fn close() -> Tail {
+        Tail { connection: Connection::Close, cors: false }
+    }
+
     fn tails() -> Rc<Tails> {
-        Rc::new(Tails::at(std::time::UNIX_EPOCH))
+        Rc::new(Tails::at(std::time::UNIX_EPOCH, None))
     }
 
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut w = Wire::new();
-        w.load(b"HEAD\r\n", tails(), Connection::Close, b"BODY");
+        w.load(b"HEAD\r\n", tails(), close(), b"BODY");
         let all = pending(&w);
         assert!(all.starts_with(b"HEAD\r\nDate: Thu, 01 Jan 1970") && all.ends_with(b"close\r\n\r\nBODY"));
-        let tail = Tails::at(std::time::UNIX_EPOCH).get(Connection::Close).len();
+        let tail = Tails::at(std::time::UNIX_EPOCH, None).get(close()).len();
         for (step, left) in [(3, 3), (4, 2), (tail - 1 + 2, 1)] {
             let before = pending(&w);
             w.advance(step);
@@ -384,9 +389,9 @@ mod tests {
     fn rendered_responses_can_drop_their_body() {
         let mut w = Wire::new();
         w.rendered_mut().extend_from_slice(b"H\r\n{}");
-        w.load_rendered(3, tails(), Connection::KeepAlive, false);
+        w.load_rendered(3, tails(), KEEP_ALIVE, false);
         assert!(pending(&w).starts_with(b"H\r\nDate:") && pending(&w).ends_with(b"GMT\r\n\r\n{}"));
-        w.load_rendered(3, tails(), Connection::KeepAlive, true);
+        w.load_rendered(3, tails(), KEEP_ALIVE, true);
         assert!(pending(&w).ends_with(b"GMT\r\n\r\n"));
     }
 }

@@ -61,7 +61,7 @@ impl Worker {
             conns: Conns::default(),
             catalog: RefCell::new(Rc::default()),
             generation: Cell::new(u64::MAX),
-            tails: RefCell::new(Rc::new(Tails::at(SystemTime::now()))),
+            tails: RefCell::new(Rc::new(Tails::at(SystemTime::now(), shared.cors_origin.as_deref()))),
             memo: RefCell::new(HashMap::new()),
             clock: Cell::new(0),
             timer: shared.timer.clone(),
@@ -140,7 +140,7 @@ impl Worker {
         self.memo.borrow_mut().clear();
         self.clock.set(clock_ms);
         if let Some(now) = new_second {
-            *self.tails.borrow_mut() = Rc::new(Tails::at(now));
+            *self.tails.borrow_mut() = Rc::new(Tails::at(now, self.shared.cors_origin.as_deref()));
         }
     }
 }

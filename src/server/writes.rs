@@ -30,6 +30,7 @@ use crate::http::response::{
     header_safe, Status, BAD_REQUEST, DELETE_FAILED, NOT_FOUND, NO_CONTENT, REQUEST_TIMEOUT, STORE_FAILED,
     TOO_LARGE, UNAUTHORIZED,
 };
+use crate::library::scan::Shown;
 
 /// How long a deletion waits for the library to withdraw the image before answering anyway.
 const WITHDRAW_WAIT: Duration = Duration::from_secs(5);
@@ -215,14 +216,14 @@ pub(crate) async fn delete(w: &Worker, request: &Request<'_>, name: &[u8], reply
         Ok(true) => {}
         Ok(false) => return reply.canned(&NOT_FOUND),
         Err(e) => {
-            tracing::error!("cannot delete {checked}: {e}");
+            tracing::error!("cannot delete {}: {e}", Shown(&checked));
             return reply.canned(&DELETE_FAILED);
         }
     }
     let started = Instant::now();
     while w.shared.published.load().find(name).is_some() {
         if started.elapsed() > WITHDRAW_WAIT {
-            tracing::warn!("{checked} was deleted but the library has not withdrawn it yet");
+            tracing::warn!("{} was deleted but the library has not withdrawn it yet", Shown(&checked));
             break;
         }
         monoio::time::sleep(Duration::from_millis(10)).await;

@@ -9,15 +9,24 @@
 //! the answer is "busy" (503), so a flood of new URLs costs neither unbounded memory nor a stalled
 //! loop. A render thread first looks on disk (see [`disk`]) and renders only what is not there.
 //! Waiting loops are woken across threads through monoio's `sync` support.
+//!
+//! A render works only for clients that still wait: each waiting request holds a [`Waiter`], and
+//! when the last one goes (its client disconnected), the flight is closed and its render stops
+//! before it starts or at its next stage. Render threads run at the lowest priority, below the
+//! event loops, so renders can never slow the catalogue routes.
 
+mod budget;
 mod disk;
 mod render;
 pub mod spec;
 mod stats;
+mod warm;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -26,9 +35,12 @@ use event_listener::Event;
 use flate2::write::GzEncoder;
 
 use crate::catalog::{digest, Image};
+use crate::clients::{Client, RenderBudgets};
 use crate::http::response::ImageHeads;
+use crate::library::scan::Shown;
 use crate::library::Settings;
 use crate::test_hooks;
+use budget::Budget;
 use disk::Disk;
 use render::Output;
 use spec::{Form, Variant};
@@ -45,6 +57,11 @@ pub(crate) struct Options {
     pub(crate) queue: usize,
     pub(crate) settings: Settings,
     pub(crate) max_pixels: u64,
+    /// Pixels that renders in progress may hold at once (see `budget`).
+    pub(crate) budget_pixels: u64,
+    /// Each client's renders: at once, and per second after that (0: no budget).
+    pub(crate) client_burst: u32,
+    pub(crate) client_per_second: f64,
     /// Seconds caches may keep `/images/<name>/…` responses.
     pub(crate) max_age: u32,
 }
@@ -94,17 +111,55 @@ pub(crate) type RenderError = Arc<anyhow::Error>;
 pub(crate) struct Flight {
     done: Event,
     result: OnceLock<Result<Arc<Rendered>, RenderError>>,
+    /// Requests waiting for it, or [`CLOSED`] once its render gave up for want of any.
+    waiters: AtomicUsize,
 }
 
+/// [`Flight::waiters`] of a flight whose render stopped because no one waited: no one may join.
+const CLOSED: usize = usize::MAX;
+
+/// The render stopped because every client waiting for it had gone.
+#[derive(Debug)]
+pub(crate) struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("every client waiting for it had gone")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
 impl Flight {
+    fn new(result: OnceLock<Result<Arc<Rendered>, RenderError>>) -> Arc<Flight> {
+        Arc::new(Flight { done: Event::new(), result, waiters: AtomicUsize::new(0) })
+    }
+
+    /// Joins the wait, unless the flight was closed.
+    fn join(self: &Arc<Flight>) -> Option<Waiter> {
+        let joined = self.waiters.fetch_update(AcqRel, Acquire, |n| (n != CLOSED).then_some(n + 1));
+        joined.ok().map(|_| Waiter(self.clone()))
+    }
+
+    /// Called by the render thread: true (and the flight closed) when no one waits any more.
+    fn abandoned(&self) -> bool {
+        self.waiters.compare_exchange(0, CLOSED, AcqRel, Acquire).is_ok()
+    }
+}
+
+/// One request's share in a [`Flight`]; the render goes on while any lives.
+pub(crate) struct Waiter(Arc<Flight>);
+
+impl Waiter {
     /// The rendition, or why it could not be made.
     pub(crate) async fn wait(&self) -> Result<Arc<Rendered>, RenderError> {
+        let flight = &self.0;
         loop {
-            if let Some(result) = self.result.get() {
+            if let Some(result) = flight.result.get() {
                 return result.clone();
             }
-            let listener = self.done.listen();
-            if let Some(result) = self.result.get() {
+            let listener = flight.done.listen();
+            if let Some(result) = flight.result.get() {
                 return result.clone();
             }
             listener.await;
@@ -112,8 +167,19 @@ impl Flight {
     }
 }
 
-/// The render queue is full.
-pub(crate) struct Busy;
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, AcqRel);
+    }
+}
+
+/// Why a new render was not started.
+pub(crate) enum Refused {
+    /// The render queue is full: 503.
+    Busy,
+    /// The client has used its budget of renders: 429, with the time until it has one again.
+    OverBudget(std::time::Duration),
+}
 
 struct Job {
     key: Key,
@@ -135,6 +201,9 @@ pub(crate) struct Variants {
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
     jobs: Sender<Job>,
     disk: Option<Disk>,
+    budget: Budget,
+    /// Each client's budget of renders, when there is one.
+    budgets: Option<RenderBudgets>,
     options: Options,
     stats: &'static VariantStats,
 }
@@ -150,14 +219,17 @@ impl Variants {
             flights: Mutex::new(HashMap::new()),
             jobs,
             disk,
+            budget: Budget::new(options.budget_pixels),
+            budgets: RenderBudgets::new(options.client_burst, options.client_per_second),
             options,
             stats,
         }));
         for n in 0..variants.options.renderers.max(1) {
             let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("keiko-render-{n}"))
-                .spawn(move || variants.render_jobs(&queue))?;
+            std::thread::Builder::new().name(format!("keiko-render-{n}")).spawn(move || {
+                crate::library::lower_priority("renderers");
+                variants.render_jobs(&queue)
+            })?;
         }
         Ok(variants)
     }
@@ -177,27 +249,44 @@ impl Variants {
         found
     }
 
-    /// The render of `key` from `image`: one already in flight, or a new one if the queue has room.
-    pub(crate) fn request(&self, key: Key, image: Arc<Image>) -> Result<Arc<Flight>, Busy> {
+    /// A wait for the render of `key` from `image`: one already in flight, or a new one if the
+    /// queue has room and the client (found by `client` only then) has budget for it.
+    pub(crate) fn request(
+        &self,
+        key: Key,
+        image: Arc<Image>,
+        client: impl FnOnce() -> Client,
+    ) -> Result<Waiter, Refused> {
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = flights.get(&key) {
-            return Ok(flight.clone());
+        // A closed flight (its render gave up) is replaced by a new one.
+        if let Some(waiter) = flights.get(&key).and_then(Flight::join) {
+            return Ok(waiter);
         }
         // Rendered between the caller's look and this lock.
         if let Some(rendered) = self.memory.get(&key) {
-            let flight = Flight { done: Event::new(), result: OnceLock::from(Ok(rendered)) };
-            return Ok(Arc::new(flight));
+            return Ok(Flight::new(OnceLock::from(Ok(rendered))).join().expect("a new flight is open"));
         }
-        let flight = Arc::new(Flight { done: Event::new(), result: OnceLock::new() });
+        if self.jobs.is_full() {
+            self.stats.rejected();
+            return Err(Refused::Busy);
+        }
+        if let Some(budgets) = &self.budgets {
+            if let Err(wait) = budgets.take(client(), Instant::now()) {
+                self.stats.over_budget();
+                return Err(Refused::OverBudget(wait));
+            }
+        }
+        let flight = Flight::new(OnceLock::new());
+        let waiter = flight.join().expect("a new flight is open");
         match self.jobs.try_send(Job { key, image, flight: flight.clone() }) {
             Ok(()) => {
-                flights.insert(key, flight.clone());
+                flights.insert(key, flight);
                 self.stats.set_queued(self.jobs.len());
-                Ok(flight)
+                Ok(waiter)
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.rejected();
-                Err(Busy)
+                Err(Refused::Busy)
             }
         }
     }
@@ -205,9 +294,21 @@ impl Variants {
     fn render_jobs(&self, queue: &Receiver<Job>) {
         for job in queue {
             self.stats.set_queued(queue.len());
+            self.run(&job);
+            if queue.is_empty() {
+                // SAFETY: only releases free memory of the calling thread's heap.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
+        }
+    }
+
+    /// Makes `job`'s rendition, keeps it in memory, and hands the result to every request that
+    /// waits for it.
+    fn run(&self, job: &Job) {
+        {
             // A bug in a decoder or filter must fail this one request, not leave its waiters
             // hanging and the pool a thread short.
-            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.make(&job)));
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.make(job)));
             let result = made
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the renderer panicked")))
                 .map(Arc::new)
@@ -217,17 +318,23 @@ impl Variants {
                     self.memory.insert(job.key, rendered.clone());
                     self.stats.set_memory_bytes(self.memory.weight());
                 }
+                Err(e) if e.is::<Cancelled>() => self.stats.cancelled(),
                 Err(e) => {
-                    tracing::warn!("cannot render {:?} of {}: {e:#}", job.key.variant, job.image.name())
+                    tracing::warn!(
+                        "cannot render {:?} of {}: {e:#}",
+                        job.key.variant,
+                        Shown(job.image.name())
+                    )
                 }
             }
             let _ = job.flight.result.set(result);
-            self.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.key);
-            job.flight.done.notify(usize::MAX);
-            if queue.is_empty() {
-                // SAFETY: only releases free memory of the calling thread's heap.
-                unsafe { libmimalloc_sys::mi_collect(true) };
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            // Only this job's flight: a closed one may have been replaced already.
+            if flights.get(&job.key).is_some_and(|f| Arc::ptr_eq(f, &job.flight)) {
+                flights.remove(&job.key);
             }
+            drop(flights);
+            job.flight.done.notify(usize::MAX);
         }
     }
 
@@ -253,7 +360,12 @@ impl Variants {
             }
             None => {
                 let started = Instant::now();
-                let output = render::render(job.image.body.bytes(), &job.key.variant, settings)?;
+                let go_on = || if job.flight.abandoned() { Err(Cancelled) } else { Ok(()) };
+                go_on()?;
+                let body = job.image.body.bytes();
+                let _permit = self.budget.acquire(render::cost(body, &job.key.variant), &go_on)?;
+                self.stats.set_pixels_in_flight(self.budget.used());
+                let output = render::render(body, &job.key.variant, settings, &go_on)?;
                 self.stats.rendered(started.elapsed());
                 if let Some(disk) = &self.disk {
                     let (Output::Webp(bytes) | Output::Text(bytes)) = &output;

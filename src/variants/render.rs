@@ -17,7 +17,7 @@ use libwebp_sys::{
     WEBP_CSP_MODE,
 };
 
-use super::spec::{Form, Variant};
+use super::spec::{Form, Variant, MAX_ASCII_LINES};
 use crate::library::decode::{Format, Pixels};
 use crate::library::encode::{encode, Settings};
 
@@ -31,14 +31,24 @@ pub(crate) enum Output {
     Text(Vec<u8>),
 }
 
-/// Renders `variant` of `webp` (a body from the catalogue).
-pub(crate) fn render(webp: &[u8], variant: &Variant, settings: Settings) -> anyhow::Result<Output> {
+/// Renders `variant` of `webp` (a body from the catalogue). `go_on` is asked between stages and
+/// its error (the render is no longer wanted) stops the render there.
+pub(crate) fn render<E>(
+    webp: &[u8],
+    variant: &Variant,
+    settings: Settings,
+    go_on: &dyn Fn() -> Result<(), E>,
+) -> anyhow::Result<Output>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let format = Format::sniff(webp).context("the encoded image is not WebP")?;
     let target = match variant.form {
         Form::Webp(size) => size.map(|(w, h)| (u32::from(w), u32::from(h))),
         Form::Ascii(columns) => Some((u32::from(columns), 1)),
     };
     let pixels = decode(webp, target)?;
+    go_on()?;
     match variant.form {
         Form::Webp(size) => {
             let mut pixels = match size {
@@ -46,11 +56,13 @@ pub(crate) fn render(webp: &[u8], variant: &Variant, settings: Settings) -> anyh
                 None => pixels,
             };
             if variant.blur > 0 {
+                go_on()?;
                 pixels = blur(pixels, variant.blur)?;
             }
             if variant.grayscale {
                 grayscale(&mut pixels);
             }
+            go_on()?;
             Ok(Output::Webp(encode(&pixels, settings.for_source(format))?))
         }
         Form::Ascii(columns) => {
@@ -58,6 +70,21 @@ pub(crate) fn render(webp: &[u8], variant: &Variant, settings: Settings) -> anyh
             Ok(Output::Text(ascii(&pixels, columns)?))
         }
     }
+}
+
+/// The pixels a render of `variant` from `webp` holds at its peak: the decoded source and the
+/// output twice (a resize or blur writes a new image beside the one it reads).
+pub(crate) fn cost(webp: &[u8], variant: &Variant) -> u64 {
+    let (mut width, mut height) = (0, 0);
+    // SAFETY: reads the header of `webp` and writes the two integers.
+    unsafe { libwebp_sys::WebPGetInfo(webp.as_ptr(), webp.len(), &mut width, &mut height) };
+    let source = width.max(0) as u64 * height.max(0) as u64;
+    let output = match variant.form {
+        Form::Webp(Some((w, h))) => u64::from(w) * u64::from(h),
+        Form::Webp(None) => source,
+        Form::Ascii(columns) => u64::from(columns) * u64::from(MAX_ASCII_LINES),
+    };
+    source + 2 * output
 }
 
 /// Decodes a catalogue body. When the rendition will be at most half as wide and half as high,
@@ -144,12 +171,12 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
 }
 
 /// The image as `columns` characters per line, lines as many as keep its aspect in character
-/// cells; transparent pixels count as the light page behind them.
+/// cells (at most [`MAX_ASCII_LINES`]); transparent pixels count as the light page behind them.
 fn ascii(pixels: &Pixels, columns: u16) -> anyhow::Result<Vec<u8>> {
     let columns = u32::from(columns);
     let rows = ((f64::from(columns) * f64::from(pixels.height) / f64::from(pixels.width) / CELL_ASPECT)
         .round() as u32)
-        .max(1);
+        .clamp(1, MAX_ASCII_LINES);
     let pixel_type = if pixels.alpha { PixelType::U8x4 } else { PixelType::U8x3 };
     let source = ImageRef::new(pixels.width, pixels.height, &pixels.data, pixel_type)
         .map_err(|e| anyhow!("cannot resize: {e}"))?;
@@ -177,6 +204,10 @@ mod tests {
     use super::*;
     use crate::library::encode::{Encoding, WebpMode};
 
+    fn go_on() -> Result<(), std::fmt::Error> {
+        Ok(())
+    }
+
     const LOSSLESS: Settings = Settings { mode: WebpMode::Lossless, max_side: 0 };
 
     /// A lossless WebP of `width` x `height`: a red-green gradient, blue 40.
@@ -203,8 +234,9 @@ mod tests {
     fn sizes_are_exact_whatever_the_aspect() {
         let source = gradient(64, 32);
         for (w, h) in [(16, 16), (10, 40), (64, 32), (200, 3), (1, 1)] {
-            let out =
-                decoded(render(&source, &variant(Form::Webp(Some((w, h))), false, 0), LOSSLESS).unwrap());
+            let out = decoded(
+                render(&source, &variant(Form::Webp(Some((w, h))), false, 0), LOSSLESS, &go_on).unwrap(),
+            );
             assert_eq!((out.width(), out.height()), (u32::from(w), u32::from(h)), "{w}x{h}");
         }
     }
@@ -212,10 +244,11 @@ mod tests {
     #[test]
     fn grayscale_makes_every_channel_equal_and_blur_smooths() {
         let source = gradient(48, 48);
-        let gray = decoded(render(&source, &variant(Form::Webp(None), true, 0), LOSSLESS).unwrap());
+        let gray = decoded(render(&source, &variant(Form::Webp(None), true, 0), LOSSLESS, &go_on).unwrap());
         assert!(gray.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
-        let plain = decoded(render(&source, &variant(Form::Webp(None), false, 0), LOSSLESS).unwrap());
-        let blurred = decoded(render(&source, &variant(Form::Webp(None), false, 5), LOSSLESS).unwrap());
+        let plain = decoded(render(&source, &variant(Form::Webp(None), false, 0), LOSSLESS, &go_on).unwrap());
+        let blurred =
+            decoded(render(&source, &variant(Form::Webp(None), false, 5), LOSSLESS, &go_on).unwrap());
         assert_ne!(&*plain, &*blurred);
     }
 
@@ -232,9 +265,18 @@ mod tests {
     }
 
     #[test]
+    fn ascii_art_of_a_very_tall_image_has_at_most_the_line_cap() {
+        let tall = Pixels { width: 16, height: 16_000, alpha: false, data: vec![128; 16 * 16_000 * 3] };
+        let text = ascii(&tall, 400).unwrap();
+        assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), MAX_ASCII_LINES as usize);
+        assert_eq!(text.len(), 401 * MAX_ASCII_LINES as usize);
+    }
+
+    #[test]
     fn ascii_art_keeps_the_width_and_the_aspect() {
         let source = gradient(100, 50);
-        let Output::Text(text) = render(&source, &variant(Form::Ascii(40), false, 0), LOSSLESS).unwrap()
+        let Output::Text(text) =
+            render(&source, &variant(Form::Ascii(40), false, 0), LOSSLESS, &go_on).unwrap()
         else {
             panic!("expected text")
         };
@@ -245,7 +287,16 @@ mod tests {
     }
 
     #[test]
+    fn a_render_no_longer_wanted_stops_at_the_next_stage() {
+        let source = gradient(64, 32);
+        let stop = || Err(std::fmt::Error);
+        let err =
+            render(&source, &variant(Form::Webp(Some((8, 8))), false, 3), LOSSLESS, &stop).err().unwrap();
+        assert!(err.is::<std::fmt::Error>(), "{err:#}");
+    }
+
+    #[test]
     fn a_body_that_is_not_webp_is_an_error() {
-        assert!(render(b"not webp", &variant(Form::Webp(None), false, 0), LOSSLESS).is_err());
+        assert!(render(b"not webp", &variant(Form::Webp(None), false, 0), LOSSLESS, &go_on).is_err());
     }
 }

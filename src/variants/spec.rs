@@ -12,6 +12,9 @@ pub const MAX_BLUR: u8 = 10;
 /// ASCII renditions: characters per line, by default and at most.
 pub const DEFAULT_ASCII_WIDTH: u16 = 80;
 pub const ASCII_WIDTHS: std::ops::RangeInclusive<u16> = 8..=400;
+/// ASCII renditions: lines at most. A very tall image is squeezed to fit rather than sending
+/// megabytes of text (a 16 x 16,000 image at 400 columns would be 200,000 lines).
+pub const MAX_ASCII_LINES: u32 = 400;
 
 /// A rendition of an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,6 +20,10 @@ pub(crate) struct VariantStats {
     memory_misses: AtomicU64,
     disk_hits: AtomicU64,
     rejected: AtomicU64,
+    cancelled: AtomicU64,
+    warmed: AtomicU64,
+    over_budget: AtomicU64,
+    pixels_in_flight: AtomicU64,
     queued: AtomicU64,
     memory_bytes: AtomicU64,
     disk_bytes: AtomicU64,
@@ -33,6 +37,10 @@ impl Default for VariantStats {
             memory_misses: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            warmed: AtomicU64::new(0),
+            over_budget: AtomicU64::new(0),
+            pixels_in_flight: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(0),
@@ -57,6 +65,22 @@ impl VariantStats {
 
     pub(crate) fn rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn warmed(&self) {
+        self.warmed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn over_budget(&self) {
+        self.over_budget.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn set_pixels_in_flight(&self, n: u64) {
+        self.pixels_in_flight.store(n, Relaxed);
     }
 
     pub(crate) fn set_queued(&self, n: usize) {
@@ -85,9 +109,33 @@ impl Collector for VariantStats {
         )?;
         counter(
             &mut encoder,
+            "keiko_renders_cancelled",
+            "Renders stopped because every client waiting for them had gone.",
+            self.cancelled.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "keiko_presets_made",
+            "Preset renditions made (or read from disk) ahead of any request.",
+            self.warmed.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "keiko_render_budget_refusals",
+            "Requests answered 429 because their client had used its budget of renders.",
+            self.over_budget.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "keiko_render_rejected",
             "Requests answered 503 because the render queue was full.",
             self.rejected.load(Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "keiko_render_pixels_in_flight",
+            "Pixels held by renders in progress, as of the last one to start (within --render-megapixels).",
+            self.pixels_in_flight.load(Relaxed),
         )?;
         gauge(
             &mut encoder,
