@@ -128,7 +128,7 @@ impl Signing {
         let verified = self.keys.0.iter().any(|key| {
             let mut mac = mac(key);
             mac.update(path);
-            if !signed_query.is_empty() {
+            if let Some(signed_query) = signed_query {
                 mac.update(b"?");
                 mac.update(signed_query);
             }
@@ -137,7 +137,7 @@ impl Signing {
         if !verified {
             return Err(Refusal::Wrong);
         }
-        match expiry(signed_query)? {
+        match expiry(signed_query.unwrap_or_default())? {
             Some(exp) if now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) >= exp => {
                 Err(Refusal::Expired)
             }
@@ -159,12 +159,13 @@ fn mac(key: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length")
 }
 
-/// The query before a last `sig=` parameter, and the signature; None without one, or when
-/// another parameter follows it.
-fn split_signature(query: &[u8]) -> Option<(&[u8], &[u8])> {
+/// The signed part of a query with a last `sig=` parameter (None when the target signed had no
+/// `?` at all, `Some("")` for one that ended in `?`), and the signature; None without a `sig`, or
+/// when another parameter follows it.
+fn split_signature(query: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
     let (signed, sig) = match query.windows(5).rposition(|w| w == b"&sig=") {
-        Some(at) => (&query[..at], &query[at + 5..]),
-        None => (&b""[..], query.strip_prefix(b"sig=")?),
+        Some(at) => (Some(&query[..at]), &query[at + 5..]),
+        None => (None, query.strip_prefix(b"sig=")?),
     };
     (!sig.contains(&b'&')).then_some((signed, sig))
 }
@@ -256,6 +257,11 @@ mod tests {
         let (path, query) = parts(&signed);
         assert_eq!(s.check(path, query, at(999)), Ok(()));
         assert_eq!(s.check(path, query, at(1000)), Err(Refusal::Expired));
+        let question = s.sign("/images/a.png?");
+        assert!(question.ends_with(&format!("?&sig={}", question.rsplit('=').next().unwrap())));
+        let (path, query) = parts(&question);
+        assert_eq!(s.check(path, query, at(0)), Ok(()), "a target ending in '?' (found by the fuzzer)");
+        assert_eq!(s.check(path, query.strip_prefix(b"&").unwrap(), at(0)), Err(Refusal::Wrong));
         let twice = s.sign("/10/10?exp=5&exp=9999999");
         let (path, query) = parts(&twice);
         assert_eq!(s.check(path, query, at(0)), Err(Refusal::BadExpiry));
