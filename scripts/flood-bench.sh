@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The catalogue route under an abusive render flood, side by side with a quiet run:
 #
-#   scripts/flood-bench.sh [--rounds N] [--duration S] [--rate R] [--out FILE]
+#   scripts/flood-bench.sh [--rounds N] [--duration S] [--rate R] [--renders-cpu C] [--out FILE]
 #
 # keiko (release build, one event loop, the bundled images in assets/images) runs pinned to CPU 0,
-# all of its threads: the event loop, and the render threads at nice 19 beside it. wrk (-t1 -c32)
+# all of its threads: the event loop, and the render threads at idle priority beside it; with
+# --renders-cpu 1 the render threads are moved to CPU 1 once started (where wrk runs), so that the
+# event loop's core is its own. wrk (-t1 -c32)
 # asks for GET / from CPU 1 for --duration s, once alone (quiet) and once while scripts/flood.py,
 # also on CPU 1, asks --rate times a second for renditions no one asked for before (distinct sizes
 # up to 5000x5000 with blur 10) and hangs up at once (every tenth request waits for its answer).
-# Rounds alternate quiet and flood. Figures per run: GET / requests/s and p99 (wrk), the event
+# Rounds alternate quiet and flood, each run with a keiko of its own. Figures per run: GET / requests/s and p99 (wrk), the event
 # loop thread's own CPU per request (its utime+stime from /proc/PID/task/TID/stat over the
 # requests wrk completed), the renders started, finished and cancelled (from /metrics), and the
 # server's peak RSS over the run (VmRSS sampled every 200 ms). Prints a markdown table of the
@@ -20,12 +22,13 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=3; DURATION=10; RATE=100; OUT=""
+ROUNDS=3; DURATION=10; RATE=100; RENDERS_CPU=""; OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --rate) RATE="$2"; shift ;;
+    --renders-cpu) RENDERS_CPU="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage_error "unknown argument $1" ;;
@@ -35,6 +38,7 @@ done
 [[ "$ROUNDS" =~ ^[1-9][0-9]?$ ]] || die "--rounds: 1-99"
 if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || [ "$DURATION" -lt 2 ] || [ "$DURATION" -gt 120 ]; then die "--duration: 2-120 s"; fi
 if ! [[ "$RATE" =~ ^[0-9]+$ ]] || [ "$RATE" -lt 1 ] || [ "$RATE" -gt 2000 ]; then die "--rate: 1-2000 a second"; fi
+if [ -n "$RENDERS_CPU" ] && ! [[ "$RENDERS_CPU" =~ ^[01]$ ]]; then die "--renders-cpu: 0 or 1"; fi
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs"
 
 need_packages wrk curl
@@ -42,16 +46,25 @@ KEIKO=$(keiko_bin)
 TMP="$(mktemp -d /tmp/keiko-flood-bench.XXXXXX)"
 on_exit rm -rf "$TMP"
 
-log "starting keiko pinned to CPU 0"
-KEIKO_ADDR=127.0.0.1:0 KEIKO_THREADS=1 KEIKO_IMAGES="$ROOT/assets/images" KEIKO_DB="$TMP/k.db" \
-  KEIKO_CACHE_DIR="$TMP/cache" KEIKO_VARIANT_DISK_MB=0 KEIKO_LOG=warn,keiko=info \
-  KEIKO_CLIENT_RENDERS_PER_SECOND=0 taskset -c 0 "$KEIKO" >"$TMP/keiko.log" 2>&1 &
-PID=$!
-track_pid "$PID"
-ADDR=$(keiko_addr "$TMP/keiko.log" 30 "$PID")
-wait_ready "http://$ADDR" 120 "$PID" "$TMP/keiko.log"
-LOOP_TID=$(for t in /proc/"$PID"/task/*; do [ "$(cat "$t/comm")" = keiko-loop-0 ] && basename "$t"; done)
-[ -n "$LOOP_TID" ] || die "no keiko-loop-0 thread in process $PID"
+# start_keiko: a fresh keiko pinned to CPU 0 (its cache kept between runs, so it is ready at
+# once); sets PID, ADDR and LOOP_TID. Every run starts its own, so that renders left over from a
+# flood can never slow the quiet run after it.
+start_keiko() {
+  KEIKO_ADDR=127.0.0.1:0 KEIKO_THREADS=1 KEIKO_IMAGES="$ROOT/assets/images" KEIKO_DB="$TMP/k.db" \
+    KEIKO_CACHE_DIR="$TMP/cache" KEIKO_VARIANT_DISK_MB=0 KEIKO_LOG=warn,keiko=info \
+    KEIKO_CLIENT_RENDERS_PER_SECOND=0 taskset -c 0 "$KEIKO" >"$TMP/keiko.log" 2>&1 &
+  PID=$!
+  track_pid "$PID"
+  ADDR=$(keiko_addr "$TMP/keiko.log" 30 "$PID")
+  wait_ready "http://$ADDR" 120 "$PID" "$TMP/keiko.log"
+  LOOP_TID=$(for t in /proc/"$PID"/task/*; do [ "$(cat "$t/comm")" = keiko-loop-0 ] && basename "$t"; done)
+  [ -n "$LOOP_TID" ] || die "no keiko-loop-0 thread in process $PID"
+  if [ -n "$RENDERS_CPU" ]; then
+    for t in /proc/"$PID"/task/*; do
+      case "$(cat "$t/comm")" in keiko-render-*|keiko-presets) taskset -p -c "$RENDERS_CPU" "$(basename "$t")" >/dev/null ;; esac
+    done
+  fi
+}
 
 loop_ticks() { local stat; read -r stat <"/proc/$PID/task/$LOOP_TID/stat"; local f; read -r -a f <<<"${stat##*) }"; echo $((f[11] + f[12])); }
 metric() { curl -s "http://$ADDR/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
@@ -59,6 +72,7 @@ metric() { curl -s "http://$ADDR/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 echo "mode round req/s p99_ms loop_us_per_req renders_done cancelled peak_rss_mb flood" >"$TMP/runs"
 run() {  # run MODE ROUND
   local mode=$1 round=$2 flood_pid="" t0 t1 r0 r1 c0 c1 peak=0 rss reqs p99 flood="-"
+  start_keiko
   taskset -c 1 wrk -t1 -c32 -d1s "http://$ADDR/" >/dev/null
   r0=$(metric keiko_render_duration_seconds_count); c0=$(metric keiko_renders_cancelled_total)
   if [ "$mode" = flood ]; then
@@ -89,21 +103,22 @@ run() {  # run MODE ROUND
       'BEGIN { printf "%s %s %.0f %.2f %.2f %d %d %.0f %s\n", m, r, n / d, p, t / hz * 1e6 / n, rd, cx, rss / 1024, f }' \
       >>"$TMP/runs"
   log "$(tail -n 1 "$TMP/runs")"
+  stop_pid "$PID"
 }
 
+log "keiko pinned to CPU 0, a fresh one for every run"
 for round in $(seq "$ROUNDS"); do
   run quiet "$round"
   run flood "$round"
-  sleep 2   # let renders still queued from the flood finish or be cancelled
 done
-stop_pid "$PID"
 
-python3 - "$TMP/runs" "$ROUNDS" "$DURATION" "$RATE" >"$TMP/table" <<'PY'
+python3 - "$TMP/runs" "$ROUNDS" "$DURATION" "$RATE" "$RENDERS_CPU" >"$TMP/table" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
 def med(mode, col):
     return statistics.median(float(r[col]) for r in rows if r[0] == mode)
-print(f"GET / on one pinned core, {sys.argv[2]} interleaved round(s) of {sys.argv[3]} s, flood at {sys.argv[4]} renditions/s (medians)\n")
+where = f"render threads on CPU {sys.argv[5]}" if sys.argv[5] else "render threads beside it"
+print(f"GET / with the event loop pinned to CPU 0 ({where}), {sys.argv[2]} interleaved round(s) of {sys.argv[3]} s, flood at {sys.argv[4]} renditions/s (medians)\n")
 print("| run | GET / req/s | p99 ms | event loop µs/req | renders finished | renders cancelled | peak RSS MB |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for mode in ("quiet", "flood"):

@@ -32,8 +32,8 @@ use anyhow::Context;
 use crossbeam_channel::Sender;
 
 pub use encode::{Settings, WebpMode};
-pub(crate) use pool::lower_priority;
 pub use pool::Limits;
+pub(crate) use pool::{lower_priority, Priority};
 pub(crate) use stats::LibraryStats;
 
 use crate::catalog::{Catalog, Published};

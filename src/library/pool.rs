@@ -66,7 +66,7 @@ pub(crate) fn spawn(
     for n in 0..threads.max(1) {
         let (jobs, done, cache) = (job_rx.clone(), done_tx.clone(), cache.clone());
         std::thread::Builder::new().name(format!("keiko-encode-{n}")).spawn(move || {
-            lower_priority("encoders");
+            lower_priority("encoders", Priority::Nice19);
             for job in &jobs {
                 let result = run(&job, settings, limits, &cache, stats);
                 if done.send(Done { name: job.name, stamp: job.stamp, result }).is_err() {
@@ -84,12 +84,32 @@ pub(crate) fn spawn(
     Ok((job_tx, done_rx))
 }
 
-/// Gives the calling thread the lowest priority, nice 19 (on Linux a nice value is per thread), so
-/// that background work (encoders, renderers) never slows the event loops. `who` names the
-/// threads in a warning.
-pub(crate) fn lower_priority(who: &str) {
-    // SAFETY: changes only the calling thread's priority (who = 0 = this thread).
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+/// Below the event loops: nice 19, or the idle scheduling class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Priority {
+    /// About 1.5% of a core the loops want: the encoders, which must go on under full load (the
+    /// idle class starved them completely, see the module comment).
+    Nice19,
+    /// Only what the loops leave, giving way at once when one wakes: the render threads, whose
+    /// work a client chose. At nice 19 a render flood took GET /'s p99 to 1.73x the quiet run,
+    /// in the idle class to 1.45x (docs/BENCHMARKS.md section 11); under full load a new
+    /// rendition then waits, and its render stops if its client leaves.
+    Idle,
+}
+
+/// Gives the calling thread `priority` (on Linux both are per thread). `who` names the threads
+/// in a warning.
+pub(crate) fn lower_priority(who: &str, priority: Priority) {
+    let lowered = match priority {
+        // SAFETY: changes only the calling thread's priority (who = 0 = this thread).
+        Priority::Nice19 => (unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) }) == 0,
+        Priority::Idle => {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: changes only the calling thread (pid 0); `param` outlives the call.
+            (unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) }) == 0
+        }
+    };
+    if !lowered {
         tracing::warn!("cannot lower the {who}' priority: {}", std::io::Error::last_os_error());
     }
 }

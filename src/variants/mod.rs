@@ -38,7 +38,7 @@ use crate::catalog::{digest, Image};
 use crate::clients::{Client, RenderBudgets};
 use crate::http::response::ImageHeads;
 use crate::library::scan::Shown;
-use crate::library::Settings;
+use crate::library::{Priority, Settings};
 use crate::test_hooks;
 use budget::Budget;
 use disk::Disk;
@@ -227,7 +227,7 @@ impl Variants {
         for n in 0..variants.options.renderers.max(1) {
             let queue = queue.clone();
             std::thread::Builder::new().name(format!("keiko-render-{n}")).spawn(move || {
-                crate::library::lower_priority("renderers");
+                crate::library::lower_priority("renderers", Priority::Idle);
                 variants.render_jobs(&queue)
             })?;
         }

@@ -25,7 +25,7 @@ impl Variants {
             return Ok(());
         }
         std::thread::Builder::new().name("keiko-presets".into()).spawn(move || {
-            crate::library::lower_priority("preset renderers");
+            crate::library::lower_priority("preset renderers", crate::library::Priority::Idle);
             let mut generation = u64::MAX;
             let mut made: HashSet<Key> = HashSet::new();
             loop {
