@@ -13,8 +13,10 @@
 //! peer the header is ignored, since anyone can send it.
 //!
 //! The buckets live in one locked map, touched only on the render path. It holds at most
-//! [`MAX_CLIENTS`] entries; when full, idle clients (full buckets) are dropped, and if that is not
-//! enough, new clients share one overflow bucket, so a flood from many addresses is bounded too.
+//! [`MAX_CLIENTS`] entries; when full, idle clients (full buckets) are dropped, at most once every
+//! [`SWEEP_EVERY`] (so that a flood of new addresses cannot make every request walk the map), and
+//! until there is room again new clients share one overflow bucket: a flood from many addresses
+//! is bounded in memory and in work too.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -26,6 +28,8 @@ use ipnet::IpNet;
 
 /// Most clients whose buckets are kept.
 const MAX_CLIENTS: usize = 65_536;
+/// Least time between two sweeps of a full map.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A client, as budgets count them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,7 +132,13 @@ pub(crate) fn peer(fd: RawFd) -> Option<IpAddr> {
 pub(crate) struct RenderBudgets {
     burst: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<Client, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    by_client: HashMap<Client, Bucket>,
+    last_sweep: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -143,15 +153,19 @@ impl RenderBudgets {
         (per_second > 0.0).then(|| RenderBudgets {
             burst: f64::from(burst.max(1)),
             per_second,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::default(),
         })
     }
 
     /// Takes one render from `client`'s budget, or says how long until it has one.
     pub(crate) fn take(&self, client: Client, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Buckets { by_client: buckets, last_sweep } = &mut *guard;
         let client = if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
-            buckets.retain(|_, b| self.refilled(*b, now) < self.burst);
+            if last_sweep.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY) {
+                *last_sweep = Some(now);
+                buckets.retain(|_, b| self.refilled(*b, now) < self.burst);
+            }
             if buckets.len() >= MAX_CLIENTS {
                 Client::Overflow
             } else {
@@ -234,6 +248,11 @@ mod tests {
         let newcomer = Client::V4([255, 255, 255, 255]);
         assert_eq!(budgets.take(newcomer, t0), Ok(()), "the overflow bucket's one token");
         assert!(budgets.take(Client::V4([255, 255, 255, 254]), t0).is_err(), "shared, and spent");
-        assert!(budgets.buckets.lock().unwrap().len() <= MAX_CLIENTS + 1);
+        assert!(budgets.buckets.lock().unwrap().by_client.len() <= MAX_CLIENTS + 1);
+        // Much later every old bucket is full again: the next sweep (not the one before it, too
+        // recent) makes room, and a newcomer gets a bucket of its own.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(budgets.take(Client::V4([255, 255, 255, 253]), later), Ok(()));
+        assert!(budgets.buckets.lock().unwrap().by_client.len() < 10, "idle clients swept");
     }
 }
