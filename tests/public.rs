@@ -124,6 +124,13 @@ fn presets_are_made_ahead_and_presets_only_refuses_every_other_rendition() {
     assert!(String::from_utf8_lossy(&r.body).contains("no preset named 'nope'"));
 }
 
+/// `GET target` carrying `X-Forwarded-For: list`.
+fn forwarded(keiko: &Keiko, target: &str, list: &str) -> common::Response {
+    keiko.request(&format!(
+        "GET {target} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {list}\r\nConnection: close\r\n\r\n"
+    ))
+}
+
 #[test]
 fn each_client_has_a_budget_of_renders_and_forwarded_addresses_count_only_from_trusted_proxies() {
     let options = Options::default()
@@ -131,11 +138,7 @@ fn each_client_has_a_budget_of_renders_and_forwarded_addresses_count_only_from_t
         .env("KEIKO_CLIENT_RENDERS_PER_SECOND", "0.2")
         .env("KEIKO_TRUSTED_PROXIES", "127.0.0.1");
     let (_images, _tmp, keiko) = start(options);
-    let get = |target: &str, client: &str| {
-        keiko.request(&format!(
-            "GET {target} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.1, {client}\r\nConnection: close\r\n\r\n"
-        ))
-    };
+    let get = |target: &str, client: &str| forwarded(&keiko, target, &format!("198.51.100.1, {client}"));
     for n in 1..=3 {
         assert_eq!(get(&format!("/images/photo.jpg/{n}/{n}"), "203.0.113.5").status, 200, "render {n}");
     }
@@ -152,11 +155,7 @@ fn each_client_has_a_budget_of_renders_and_forwarded_addresses_count_only_from_t
         .env("KEIKO_CLIENT_RENDER_BURST", "2")
         .env("KEIKO_CLIENT_RENDERS_PER_SECOND", "0.2");
     let (_images2, _tmp2, keiko2) = start(options);
-    let forged = |target: &str, client: &str| {
-        keiko2.request(&format!(
-            "GET {target} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"
-        ))
-    };
+    let forged = |target: &str, client: &str| forwarded(&keiko2, target, client);
     assert_eq!(forged("/images/photo.jpg/1/1", "192.0.2.1").status, 200);
     assert_eq!(forged("/images/photo.jpg/2/2", "192.0.2.2").status, 200);
     assert_eq!(forged("/images/photo.jpg/3/3", "192.0.2.3").status, 429, "a forged header buys nothing");

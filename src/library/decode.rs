@@ -90,13 +90,15 @@ fn has_vp8l_chunk(bytes: &[u8]) -> bool {
     false
 }
 
+/// Why a file whose first bytes begin no known format is refused.
+pub(crate) const NOT_AN_IMAGE: &str = "it is not a JPEG, PNG, GIF or WebP image (judged by its content)";
+
 /// The format and dimensions from the header alone, refusing images over `max_pixels`.
 pub fn probe(bytes: &[u8], max_pixels: u64) -> anyhow::Result<(Format, u32, u32)> {
     if bytes.is_empty() {
         bail!("the file is empty");
     }
-    let format =
-        Format::sniff(bytes).context("it is not a JPEG, PNG, GIF or WebP image (judged by its content)")?;
+    let format = Format::sniff(bytes).context(NOT_AN_IMAGE)?;
     if format == Format::Png && bytes.get(12..16) != Some(b"IHDR") {
         bail!("a damaged or truncated PNG: it does not start with a header chunk");
     }

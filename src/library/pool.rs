@@ -17,7 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::cache::{self, Cache, Outcome};
-use super::decode::{decode, probe, Format};
+use super::decode::{decode, probe, Format, NOT_AN_IMAGE};
 use super::encode::{encode, Settings};
 use super::scan::Stamp;
 use super::stats::LibraryStats;
@@ -92,7 +92,8 @@ pub(crate) enum Priority {
     Nice19,
     /// Only what the loops leave, giving way at once when one wakes: the render threads, whose
     /// work a client chose. At nice 19 a render flood took GET /'s p99 to 1.73x the quiet run,
-    /// in the idle class to 1.45x (docs/BENCHMARKS.md section 11); under full load a new
+    /// in the idle class to 1.31x and 1.45x in two runs (docs/BENCHMARKS.md section 11); under
+    /// full load a new
     /// rendition then waits, and its render stops if its client leaves.
     Idle,
 }
@@ -123,7 +124,7 @@ fn sniff_file(path: &std::path::Path) -> std::result::Result<(), String> {
     match Format::sniff(&head) {
         Some(_) => Ok(()),
         None if head.is_empty() => Err("the file is empty".into()),
-        None => Err("it is not a JPEG, PNG, GIF or WebP image (judged by its content)".into()),
+        None => Err(NOT_AN_IMAGE.into()),
     }
 }
 
