@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The catalogue route under an abusive render flood, side by side with a quiet run:
 #
-#   scripts/flood-bench.sh [--rounds N] [--duration S] [--rate R] [--renders-cpu C] [--out FILE]
+#   scripts/flood-bench.sh [--rounds N] [--duration S] [--rate R] [--renders-cpu C] [--spin] [--out FILE]
 #
 # keiko (release build, one event loop, the bundled images in assets/images) runs pinned to CPU 0,
 # all of its threads: the event loop, and the render threads at idle priority beside it; with
@@ -10,7 +10,9 @@
 # asks for GET / from CPU 1 for --duration s, once alone (quiet) and once while scripts/flood.py,
 # also on CPU 1, asks --rate times a second for renditions no one asked for before (distinct sizes
 # up to 5000x5000 with blur 10) and hangs up at once (every tenth request waits for its answer).
-# Rounds alternate quiet and flood, each run with a keiko of its own. Figures per run: GET / requests/s and p99 (wrk), the event
+# With --spin the flood is replaced by a busy loop with no memory traffic in the idle scheduling
+# class on CPU 0: the floor that any work sharing the event loop's core costs, however low its
+# priority. Rounds alternate quiet and flood, each run with a keiko of its own. Figures per run: GET / requests/s and p99 (wrk), the event
 # loop thread's own CPU per request (its utime+stime from /proc/PID/task/TID/stat over the
 # requests wrk completed), the renders started, finished and cancelled (from /metrics), and the
 # server's peak RSS over the run (VmRSS sampled every 200 ms). Prints a markdown table of the
@@ -22,13 +24,14 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=3; DURATION=10; RATE=100; RENDERS_CPU=""; OUT=""
+ROUNDS=3; DURATION=10; RATE=100; RENDERS_CPU=""; SPIN=""; OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --rate) RATE="$2"; shift ;;
     --renders-cpu) RENDERS_CPU="$2"; shift ;;
+    --spin) SPIN=1 ;;
     --out) OUT="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage_error "unknown argument $1" ;;
@@ -75,7 +78,11 @@ run() {  # run MODE ROUND
   start_keiko
   taskset -c 1 wrk -t1 -c32 -d1s "http://$ADDR/" >/dev/null
   r0=$(metric keiko_render_duration_seconds_count); c0=$(metric keiko_renders_cancelled_total)
-  if [ "$mode" = flood ]; then
+  if [ "$mode" = flood ] && [ -n "$SPIN" ]; then
+    taskset -c 0 chrt --idle 0 sh -c 'while :; do :; done' &
+    flood_pid=$!
+    track_pid "$flood_pid"
+  elif [ "$mode" = flood ]; then
     taskset -c 1 python3 "$ROOT/scripts/flood.py" "$ADDR" astronaut.png "$DURATION" "$RATE" >"$TMP/flood.out" &
     flood_pid=$!
     track_pid "$flood_pid"
@@ -90,7 +97,9 @@ run() {  # run MODE ROUND
   done
   wait "$wrk_pid" || die "wrk failed: $(cat "$TMP/wrk.out")"
   t1=$(loop_ticks)
-  if [ -n "$flood_pid" ]; then
+  if [ -n "$SPIN" ] && [ -n "$flood_pid" ]; then
+    stop_pid "$flood_pid"
+  elif [ -n "$flood_pid" ]; then
     wait "$flood_pid" || true
     flood=$(tr -d ' ' <"$TMP/flood.out")
   fi

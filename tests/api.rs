@@ -330,6 +330,37 @@ fn renditions_in_memory_stay_within_their_budget() {
 }
 
 #[test]
+fn abandoned_renders_stop_spending_cpu() {
+    let options = Options::default().env("KEIKO_RENDERERS", "1").env("KEIKO_VARIANT_DISK_MB", "0");
+    let (_images, _tmp, keiko) = common::start_standard(options);
+    // What one such render costs when its client waits for it.
+    let before = keiko.threads_cpu_time("keiko-render-");
+    assert_eq!(keiko.get("/images/photo.jpg/1000/1000?blur=10").status, 200);
+    let whole = keiko.threads_cpu_time("keiko-render-") - before;
+    // Four clients ask for four more and hang up at once.
+    let before = keiko.threads_cpu_time("keiko-render-");
+    for n in 1..=4 {
+        let mut s = keiko.connect();
+        write!(s, "GET /images/photo.jpg/{}/1000?blur=10 HTTP/1.1\r\nHost: t\r\n\r\n", 1000 + n).unwrap();
+    }
+    assert!(
+        common::eventually(Duration::from_secs(20), || keiko.metric("keiko_renders_cancelled_total") >= 4.0),
+        "every abandoned render is cancelled: {}",
+        keiko.metric("keiko_renders_cancelled_total")
+    );
+    let spent = keiko.threads_cpu_time("keiko-render-");
+    std::thread::sleep(Duration::from_millis(500));
+    let later = keiko.threads_cpu_time("keiko-render-");
+    assert!(later - spent <= Duration::from_millis(20), "render CPU still grows: {spent:?} then {later:?}");
+    assert!(
+        spent - before < whole * 2,
+        "four abandoned renders cost {:?}, one whole render {whole:?}",
+        spent - before
+    );
+    assert_eq!(keiko.metric("keiko_render_duration_seconds_count"), 1.0, "only the awaited one finished");
+}
+
+#[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test hooks: cargo test --features test-hooks")]
 fn renders_whose_clients_left_are_cancelled_and_free_the_queue() {
     let options = Options::default()

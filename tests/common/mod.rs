@@ -276,6 +276,23 @@ impl Keiko {
         Duration::from_millis(ticks * 1000 / per_second)
     }
 
+    /// CPU time (user + system) used so far by the keiko threads whose names start with `prefix`.
+    pub fn threads_cpu_time(&self, prefix: &str) -> Duration {
+        let mut ticks = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with(prefix) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        }
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
     /// The value of an unlabelled series in /metrics, asked on a fresh connection.
     pub fn metric(&self, series: &str) -> f64 {
         let text = String::from_utf8(self.get("/metrics").body).unwrap();
