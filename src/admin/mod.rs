@@ -129,9 +129,12 @@ impl Admin {
     /// to it: stored once. Blocking, and CPU-heavy for big images: run it on the blocking pool.
     pub(crate) fn store(&self, name: Option<&str>, bytes: &[u8]) -> Result<Stored, Refused> {
         let max_pixels = self.limits.max_pixels;
-        let (format, width, height) =
-            probe(bytes, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
-        decode(bytes, format, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
+        let (format, _, _) = probe(bytes, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
+        let decoded =
+            decode(bytes, format, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
+        // The upright size, as the library will serve it.
+        let (width, height) = (decoded.pixels.width, decoded.pixels.height);
+        drop(decoded);
         let digest = sha256(bytes);
         let name = match name {
             Some(name) if name.contains('.') => name.to_string(),

@@ -141,8 +141,8 @@ fn list_images(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
 fn encode_file(path: &Path, settings: Settings, limits: Limits) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path).context("cannot read it")?;
     let (format, _, _) = probe(&bytes, limits.max_pixels)?;
-    let pixels = decode(&bytes, format, limits.max_pixels)?;
-    encode(&pixels, settings.for_source(format))
+    let decoded = decode(&bytes, format, limits.max_pixels)?;
+    encode(&decoded.pixels, settings.for_source(format))
 }
 
 fn send(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> anyhow::Result<()> {

@@ -1,8 +1,10 @@
 //! Image file bytes to 8-bit RGB or RGBA pixels, with the checks that keep a hostile file from
 //! hurting the server.
 //!
-//! The format is told by content, not by file name: JPEG goes through zune-image, PNG through the
-//! `png` crate, GIF (first frame) through the `gif` crate and WebP through libwebp. Before any
+//! The format is told by content, not by file name: JPEG goes through zune-jpeg, PNG through the
+//! `png` crate, GIF (first frame) through the `gif` crate and WebP through libwebp. Each decoder
+//! also hands over the colour profile and EXIF block it found, and [`develop`] makes the picture
+//! upright and sRGB before anything else sees it. Before any
 //! decoder runs, [`probe`] reads the dimensions from the file's header, so that a file claiming
 //! 100,000 x 100,000 pixels is refused before a byte of pixels is allocated.
 //!
@@ -19,10 +21,12 @@
 //! log ("a damaged or truncated PNG"), with the decoder's own words after them.
 
 use anyhow::{anyhow, bail, Context};
-use zune_core::bit_depth::BitDepth;
+use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
-use zune_image::image::Image;
+use zune_jpeg::JpegDecoder;
+
+use super::develop::{self, develop, Metadata};
 
 /// Decoded pixels, rows top to bottom, `alpha` telling whether each pixel has 4 bytes or 3.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,15 +83,21 @@ impl Format {
 
 /// Whether an extended (VP8X) WebP file holds a VP8L image chunk.
 fn has_vp8l_chunk(bytes: &[u8]) -> bool {
+    riff_chunk(bytes, b"VP8L").is_some()
+}
+
+/// The payload of the first chunk of `kind` in a WebP file (RIFF: a four-byte kind, a
+/// little-endian size, the payload, padded to an even length), cut short at the file's end.
+fn riff_chunk<'a>(bytes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     let mut at = 12;
     while at + 8 <= bytes.len() {
-        if &bytes[at..at + 4] == b"VP8L" {
-            return true;
-        }
         let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]) as usize;
-        at += 8 + size + (size & 1);
+        if &bytes[at..at + 4] == kind {
+            return Some(&bytes[at + 8..(at + 8).saturating_add(size).min(bytes.len())]);
+        }
+        at = at.saturating_add(8 + size + (size & 1));
     }
-    false
+    None
 }
 
 /// Why a file whose first bytes begin no known format is refused.
@@ -122,41 +132,71 @@ pub fn probe(bytes: &[u8], max_pixels: u64) -> anyhow::Result<(Format, u32, u32)
 /// and text) and its working rows. Past it the file is refused.
 pub(crate) const METADATA_BUDGET: u64 = 8 << 20;
 
-/// Decodes a file that [`probe`] accepted as `format`.
-pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> anyhow::Result<Pixels> {
-    let pixels = match format {
-        Format::Gif => decode_gif(bytes, max_pixels),
+/// A decoded image as it is to be shown (see [`develop`]), and a warning for the operator's log
+/// when part of its metadata was of no use.
+#[derive(Debug)]
+pub struct Decoded {
+    pub pixels: Pixels,
+    pub warning: Option<String>,
+}
+
+/// Decodes a file that [`probe`] accepted as `format`: upright, in sRGB.
+pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> anyhow::Result<Decoded> {
+    let (pixels, metadata) = match format {
+        Format::Gif => decode_gif(bytes, max_pixels).map(|p| (p, Metadata::default())),
         Format::WebpLossless | Format::WebpLossy => decode_webp(bytes),
         Format::Png => decode_png(bytes),
         Format::Jpeg => decode_jpeg(bytes),
     }
     .with_context(|| format!("a damaged or truncated {}", format.name()))?;
-    Ok(drop_opaque_alpha(pixels))
+    let (pixels, warning) = develop(drop_opaque_alpha(pixels), &metadata);
+    Ok(Decoded { pixels, warning })
 }
 
-fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<Pixels> {
-    let options = DecoderOptions::default().set_strict_mode(true);
-    let mut image = Image::read(std::io::Cursor::new(bytes), options).map_err(zune_error)?;
-    let target = if image.colorspace().has_alpha() { ColorSpace::RGBA } else { ColorSpace::RGB };
-    image.convert_depth(BitDepth::Eight).map_err(zune_error)?;
-    image.convert_color(target).map_err(zune_error)?;
-    let (width, height) = image.dimensions();
-    let data = image.flatten_to_u8().into_iter().next().context("image has no frame")?;
-    pixels(width, height, target == ColorSpace::RGBA, data)
+/// A JPEG as 8-bit RGB, its EXIF and colour profile kept aside. A CMYK JPEG with a CMYK profile
+/// is converted through the profile here (the pixels cannot reach [`develop`] as CMYK); without
+/// one, zune-jpeg's plain conversion stands.
+fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
+    let options = DecoderOptions::default().set_strict_mode(true).jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(zune_error)?;
+    let (width, height) = decoder.dimensions().context("no dimensions after the headers")?;
+    let mut metadata = Metadata { icc: decoder.icc_profile(), exif: decoder.exif().cloned() };
+    let cmyk_profile = metadata.icc.as_deref().filter(|icc| {
+        decoder.input_colorspace() == Some(ColorSpace::CMYK)
+            && develop::profile(icc).is_ok_and(|p| p.color_space == moxcms::DataColorSpace::Cmyk)
+    });
+    if let Some(icc) = cmyk_profile {
+        decoder.set_options(options.jpeg_set_out_colorspace(ColorSpace::CMYK));
+        let mut cmyk = decoder.decode().map_err(zune_error)?;
+        // Adobe's CMYK JPEGs store 255 for no ink, as zune-jpeg's own conversion assumes.
+        cmyk.iter_mut().for_each(|v| *v = 255 - *v);
+        let pixels =
+            develop::cmyk_to_srgb(&cmyk, width as u32, height as u32, icc).map_err(|e| anyhow!(e))?;
+        metadata.icc = None;
+        return Ok((pixels, metadata));
+    }
+    let data = decoder.decode().map_err(zune_error)?;
+    Ok((pixels(width, height, false, data)?, metadata))
 }
 
 /// A PNG as 8-bit RGB or RGBA (palettes, grey and 16-bit samples converted).
-fn decode_png(bytes: &[u8]) -> anyhow::Result<Pixels> {
+fn decode_png(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
     let limits = png::Limits { bytes: METADATA_BUDGET as usize };
     let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(png_error)?;
+    let info = reader.info();
+    let metadata = Metadata {
+        icc: info.icc_profile.as_deref().map(<[u8]>::to_vec),
+        exif: info.exif_metadata.as_deref().map(<[u8]>::to_vec),
+    };
     let size = reader.output_buffer_size().context("the image is too large to decode")?;
     let mut data = vec![0; size];
     let frame = reader.next_frame(&mut data).map_err(png_error)?;
     data.truncate(frame.buffer_size());
     let (width, height) = (frame.width as usize, frame.height as usize);
-    match frame.color_type {
+    let pixels = match frame.color_type {
         png::ColorType::Rgb => pixels(width, height, false, data),
         png::ColorType::Rgba => pixels(width, height, true, data),
         png::ColorType::Grayscale => {
@@ -167,7 +207,8 @@ fn decode_png(bytes: &[u8]) -> anyhow::Result<Pixels> {
             pixels(width, height, true, rgba)
         }
         png::ColorType::Indexed => bail!("its palette could not be expanded"),
-    }
+    }?;
+    Ok((pixels, metadata))
 }
 
 fn png_error(e: png::DecodingError) -> anyhow::Error {
@@ -207,10 +248,13 @@ fn decode_gif(bytes: &[u8], max_pixels: u64) -> anyhow::Result<Pixels> {
     pixels(width, height, true, canvas)
 }
 
-fn decode_webp(bytes: &[u8]) -> anyhow::Result<Pixels> {
+fn decode_webp(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
     let image = webp::Decoder::new(bytes).decode().context("libwebp cannot decode it (or it is animated)")?;
     let alpha = image.is_alpha();
-    pixels(image.width() as usize, image.height() as usize, alpha, image.to_vec())
+    let pixels = pixels(image.width() as usize, image.height() as usize, alpha, image.to_vec())?;
+    // Some writers start the EXIF chunk with JPEG's "Exif\0\0"; the TIFF header follows it.
+    let exif = riff_chunk(bytes, b"EXIF").map(|e| e.strip_prefix(b"Exif\0\0").unwrap_or(e).to_vec());
+    Ok((pixels, Metadata { icc: riff_chunk(bytes, b"ICCP").map(<[u8]>::to_vec), exif }))
 }
 
 fn pixels(width: usize, height: usize, alpha: bool, data: Vec<u8>) -> anyhow::Result<Pixels> {
@@ -235,12 +279,14 @@ fn drop_opaque_alpha(p: Pixels) -> Pixels {
 
 #[cfg(test)]
 mod tests {
+    use zune_image::image::Image;
+
     use super::*;
 
     /// Probe, then decode, as the library does.
     fn decode(bytes: &[u8]) -> anyhow::Result<Pixels> {
         let (format, _, _) = probe(bytes, 1 << 30)?;
-        super::decode(bytes, format, 1 << 30)
+        super::decode(bytes, format, 1 << 30).map(|decoded| decoded.pixels)
     }
 
     /// A PNG signature and header chunk claiming `width` x `height`, with no pixel data.

@@ -75,7 +75,9 @@ impl fmt::Display for Encoding {
             None => write!(f, "webp-lossless-m{LOSSLESS_METHOD}-q{LOSSLESS_EFFORT}-exact")?,
             Some(q) => write!(f, "webp-lossy-q{q}")?,
         }
-        write!(f, ";max-side={}", self.max_side)
+        // Since the EXIF orientation is applied and colour profiles converted (`develop`), the
+        // same source bytes give another picture than the encodings made before.
+        write!(f, ";max-side={};upright-srgb", self.max_side)
     }
 }
 

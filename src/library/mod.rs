@@ -15,6 +15,7 @@
 
 mod cache;
 pub(crate) mod decode;
+mod develop;
 pub(crate) mod encode;
 mod pool;
 mod reconcile;

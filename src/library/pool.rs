@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::cache::{self, Cache, Outcome};
 use super::decode::{decode, probe, Format, NOT_AN_IMAGE};
 use super::encode::{encode, Settings};
-use super::scan::Stamp;
+use super::scan::{Shown, Stamp};
 use super::stats::LibraryStats;
 use crate::catalog::Body;
 
@@ -167,9 +167,12 @@ fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &Lib
     }
     stats.cache_miss();
     let started = Instant::now();
-    let encoded = decode(&bytes, format, limits.max_pixels).and_then(|pixels| {
+    let encoded = decode(&bytes, format, limits.max_pixels).and_then(|decoded| {
         drop(bytes);
-        encode(&pixels, encoding)
+        if let Some(warning) = &decoded.warning {
+            tracing::warn!("{}: {warning}", Shown(&job.name));
+        }
+        encode(&decoded.pixels, encoding)
     });
     let webp = match encoded {
         Ok(webp) => webp,
