@@ -138,10 +138,11 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     });
     let (server, driver) = server::start(listeners, shared, hits_tx, hit_stats, Driver::detect())?;
     tracing::info!(
-        "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {}, hits in {database}, \
-         cache in {}, open-file limit {fd_limit}, started in {} ms",
+        "ready: listening on http://{addr}, {threads} thread(s) ({}), images from {} (reads {}), \
+         hits in {database}, cache in {}, open-file limit {fd_limit}, started in {} ms",
         driver.name(),
         config.images.display(),
+        library::decode::READS,
         config.cache_dir().display(),
         started.elapsed().as_millis()
     );

@@ -247,7 +247,7 @@ fn hostile_sources_are_skipped_with_one_line_each_and_memory_stays_bounded() {
         ("bomb.png", "100000x100000"),
         ("big.png", "KEIKO_MAX_PIXELS"),
         ("empty.jpg", "the file is empty"),
-        ("text.gif", "not a JPEG, PNG, GIF or WebP"),
+        ("text.gif", "not a JPEG, PNG, GIF, WebP, TIFF, BMP, JPEG XL, HEIC or AVIF"),
         ("huge.webp", "KEIKO_MAX_FILE_BYTES"),
         ("broken.png", "damaged or truncated PNG"),
     ] {

@@ -272,3 +272,99 @@ fn an_upload_of_a_turned_photo_reports_its_upright_size() {
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("\"width\":64") && text.contains("\"height\":40"), "{text}");
 }
+
+#[test]
+fn tiff_bmp_and_jpeg_xl_are_served_with_their_exact_pixels() {
+    let original = ramps();
+    let (w, h) = original.dimensions();
+    let images = Images::empty();
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    tiff::encoder::TiffEncoder::new(&mut tiff)
+        .unwrap()
+        .write_image::<tiff::encoder::colortype::RGB8>(w, h, original.as_raw())
+        .unwrap();
+    images.add("scan.tif", &tiff.into_inner());
+    let mut bmp = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::bmp::BmpEncoder::new(&mut bmp),
+        original.as_raw(),
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
+    images.add("paint.bmp", &bmp);
+    let options = zune_core::options::EncoderOptions::new(
+        w as usize,
+        h as usize,
+        zune_core::colorspace::ColorSpace::RGB,
+        zune_core::bit_depth::BitDepth::Eight,
+    );
+    let mut jxl = Vec::new();
+    zune_jpegxl::JxlSimpleEncoder::new(original.as_raw(), options).encode(&mut jxl).unwrap();
+    images.add("modern.jxl", &jxl);
+    let tmp = tempfile::tempdir().unwrap();
+    let keiko = start(&images, &tmp);
+    for name in ["scan.tif", "paint.bmp", "modern.jxl"] {
+        let (mean, max) = difference(name, &served(&keiko, name), &original);
+        assert_eq!((mean, max), (0.0, 0), "{name}: lossless in, lossless WebP out");
+    }
+}
+
+/// A HEIC (HEVC, x265) or AVIF (AV1, libaom) made by the system's libheif, at high quality.
+#[cfg(feature = "heif")]
+fn heif(format: libheif_rs::CompressionFormat, image: &RgbImage) -> Vec<u8> {
+    use libheif_rs::{Channel, ColorSpace, EncoderQuality, HeifContext, LibHeif, RgbChroma};
+    let (w, h) = image.dimensions();
+    let mut picture = libheif_rs::Image::new(w, h, ColorSpace::Rgb(RgbChroma::Rgb)).unwrap();
+    picture.create_plane(Channel::Interleaved, w, h, 8).unwrap();
+    let plane = picture.planes_mut().interleaved.unwrap();
+    for (y, row) in image.as_raw().chunks(w as usize * 3).enumerate() {
+        plane.data[y * plane.stride..][..row.len()].copy_from_slice(row);
+    }
+    let lib = LibHeif::new();
+    let mut encoder = lib.encoder_for_format(format).unwrap();
+    encoder.set_quality(EncoderQuality::Lossy(95)).unwrap();
+    let mut context = HeifContext::new().unwrap();
+    context.encode_image(&picture, &mut encoder, None).unwrap();
+    context.write_to_bytes().unwrap()
+}
+
+#[cfg(feature = "heif")]
+#[test]
+fn heic_and_avif_decode_to_their_original_pixels() {
+    use libheif_rs::CompressionFormat;
+    let images = Images::empty();
+    for (ext, format) in [("heic", CompressionFormat::Hevc), ("avif", CompressionFormat::Av1)] {
+        images.add(&format!("plain.{ext}"), &heif(format, &ramps()));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let keiko = start(&images, &tmp);
+    for ext in ["heic", "avif"] {
+        let name = format!("plain.{ext}");
+        let (mean, _) = difference(&name, &served(&keiko, &name), &ramps());
+        assert!(mean <= 3.0, "{name}: mean difference {mean:.2} from the original");
+    }
+}
+
+#[cfg(not(feature = "heif"))]
+#[test]
+fn a_build_without_libheif_says_once_why_it_skips_heic_and_avif() {
+    let images = Images::empty();
+    images.add("first.png", &png(&upright(), None, None));
+    images.add("phone.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic and the rest of a phone photo");
+    images.add("modern.avif", b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf and the rest");
+    let tmp = tempfile::tempdir().unwrap();
+    let keiko = start(&images, &tmp);
+    assert_eq!(keiko.get("/images/phone.heic").status, 404);
+    let log = keiko.log();
+    for name in ["phone.heic", "modern.avif"] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("skipping {name}"))).collect();
+        assert_eq!(lines.len(), 1, "{name}: one warning: {log}");
+        assert!(lines[0].contains("--features heif"), "{}", lines[0]);
+    }
+    assert!(
+        log.contains("(reads JPEG, PNG, GIF, WebP, TIFF, BMP, JPEG XL (HEIC and AVIF need --features heif))"),
+        "{log}"
+    );
+}

@@ -235,6 +235,11 @@ fn extension(format: Format) -> &'static str {
         Format::Png => "png",
         Format::Gif => "gif",
         Format::WebpLossless | Format::WebpLossy => "webp",
+        Format::Tiff => "tif",
+        Format::Bmp => "bmp",
+        Format::Jxl => "jxl",
+        Format::Heic => "heic",
+        Format::Avif => "avif",
     }
 }
 
@@ -281,7 +286,10 @@ pub(crate) fn check_name(name: &[u8]) -> Result<&str, &'static str> {
     }
     // A name without any extension gets the one of its content (see `Admin::store`).
     if name.contains('.') && !is_candidate(name) {
-        return Err("name: must end in .jpg, .jpeg, .png, .gif or .webp, or have no extension");
+        return Err(
+            "name: must end in an image extension the library serves (.jpg, .jpeg, .png, .gif, .webp, \
+                    .tif, .tiff, .bmp, .jxl, .heic, .heif, .avif), or have no extension",
+        );
     }
     Ok(name)
 }

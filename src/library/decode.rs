@@ -26,16 +26,9 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
-use super::develop::{self, develop, Metadata};
+use super::develop::{self, develop, develop16, Metadata};
 
-/// Decoded pixels, rows top to bottom, `alpha` telling whether each pixel has 4 bytes or 3.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pixels {
-    pub(crate) width: u32,
-    pub(crate) height: u32,
-    pub(crate) alpha: bool,
-    pub(crate) data: Vec<u8>,
-}
+pub use super::pixels::Pixels;
 
 /// The source formats keiko reads, told apart by their first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,6 +41,13 @@ pub enum Format {
     WebpLossless,
     /// ... or lossy (VP8, possibly with an alpha chunk).
     WebpLossy,
+    Tiff,
+    Bmp,
+    Jxl,
+    /// HEIF with HEVC inside: what phones write.
+    Heic,
+    /// HEIF with AV1 inside.
+    Avif,
 }
 
 impl Format {
@@ -58,6 +58,14 @@ impl Format {
             Some(Format::Png)
         } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
             Some(Format::Gif)
+        } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+            Some(Format::Tiff)
+        } else if bytes.starts_with(b"BM") {
+            Some(Format::Bmp)
+        } else if bytes.starts_with(b"\xff\x0a") || bytes.starts_with(b"\0\0\0\x0cJXL \r\n\x87\n") {
+            Some(Format::Jxl)
+        } else if bytes.get(4..8) == Some(b"ftyp") {
+            heif_brand(bytes)
         } else if bytes.len() >= 16 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
             let lossless = &bytes[12..16] == b"VP8L" || (&bytes[12..16] == b"VP8X" && has_vp8l_chunk(bytes));
             Some(if lossless { Format::WebpLossless } else { Format::WebpLossy })
@@ -72,12 +80,40 @@ impl Format {
             Format::Png => "PNG",
             Format::Gif => "GIF",
             Format::WebpLossless | Format::WebpLossy => "WebP",
+            Format::Tiff => "TIFF",
+            Format::Bmp => "BMP",
+            Format::Jxl => "JPEG XL",
+            Format::Heic => "HEIC",
+            Format::Avif => "AVIF",
         }
     }
 
     /// Whether the source holds exact pixels (so that lossy re-encoding would lose something).
     pub(crate) fn is_lossless(self) -> bool {
-        matches!(self, Format::Png | Format::Gif | Format::WebpLossless)
+        matches!(self, Format::Png | Format::Gif | Format::WebpLossless | Format::Tiff | Format::Bmp)
+    }
+}
+
+/// HEIC or AVIF from an ISO media file's `ftyp` box: its major brand and the compatible brands
+/// that follow (AV1 wins when a file lists both), or None for other media (an MP4 video).
+fn heif_brand(bytes: &[u8]) -> Option<Format> {
+    let size = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let brands: Vec<&[u8]> = bytes
+        .get(8..size.min(bytes.len()))?
+        .chunks_exact(4)
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, b)| b)
+        .collect();
+    if brands.iter().any(|b| matches!(*b, b"avif" | b"avis")) {
+        Some(Format::Avif)
+    } else if brands
+        .iter()
+        .any(|b| matches!(*b, b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"mif1" | b"msf1"))
+    {
+        Some(Format::Heic)
+    } else {
+        None
     }
 }
 
@@ -101,7 +137,20 @@ fn riff_chunk<'a>(bytes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
 }
 
 /// Why a file whose first bytes begin no known format is refused.
-pub(crate) const NOT_AN_IMAGE: &str = "it is not a JPEG, PNG, GIF or WebP image (judged by its content)";
+pub(crate) const NOT_AN_IMAGE: &str =
+    "it is not a JPEG, PNG, GIF, WebP, TIFF, BMP, JPEG XL, HEIC or AVIF image (judged by its content)";
+
+/// Why a HEIC or AVIF file is refused by a build without libheif.
+#[cfg(not(feature = "heif"))]
+const NO_HEIF: &str =
+    "this keiko was built without HEIC and AVIF input (cargo build --features heif, with libheif-dev)";
+
+/// The input formats this build reads, for the startup log and `/info`.
+pub(crate) const READS: &str = if cfg!(feature = "heif") {
+    "JPEG, PNG, GIF, WebP, TIFF, BMP, JPEG XL, HEIC, AVIF"
+} else {
+    "JPEG, PNG, GIF, WebP, TIFF, BMP, JPEG XL (HEIC and AVIF need --features heif)"
+};
 
 /// The format and dimensions from the header alone, refusing images over `max_pixels`.
 pub fn probe(bytes: &[u8], max_pixels: u64) -> anyhow::Result<(Format, u32, u32)> {
@@ -109,12 +158,30 @@ pub fn probe(bytes: &[u8], max_pixels: u64) -> anyhow::Result<(Format, u32, u32)
         bail!("the file is empty");
     }
     let format = Format::sniff(bytes).context(NOT_AN_IMAGE)?;
+    #[cfg(not(feature = "heif"))]
+    if matches!(format, Format::Heic | Format::Avif) {
+        bail!("a {}: {NO_HEIF}", format.name());
+    }
     if format == Format::Png && bytes.get(12..16) != Some(b"IHDR") {
         bail!("a damaged or truncated PNG: it does not start with a header chunk");
     }
-    let size = imagesize::blob_size(bytes)
-        .map_err(|e| anyhow!("a damaged or truncated {}: its header cannot be read ({e})", format.name()))?;
-    let (width, height) = (size.width as u64, size.height as u64);
+    let unreadable = |e: &dyn std::fmt::Display| {
+        anyhow!("a damaged or truncated {}: its header cannot be read ({e})", format.name())
+    };
+    let (width, height) = match format {
+        // imagesize reads a top-down BMP's negative height as four billion rows.
+        Format::Bmp => {
+            use image::ImageDecoder;
+            let decoder = image::codecs::bmp::BmpDecoder::new(std::io::Cursor::new(bytes))
+                .map_err(|e| unreadable(&e))?;
+            let (width, height) = decoder.dimensions();
+            (u64::from(width), u64::from(height))
+        }
+        _ => {
+            let size = imagesize::blob_size(bytes).map_err(|e| unreadable(&e))?;
+            (size.width as u64, size.height as u64)
+        }
+    };
     if width == 0 || height == 0 {
         bail!("a damaged {}: its header says {width}x{height} pixels", format.name());
     }
@@ -140,17 +207,84 @@ pub struct Decoded {
     pub warning: Option<String>,
 }
 
+/// What a decoder gives: 8-bit pixels, or 16-bit RGB(A) samples when a colour profile is to be
+/// applied to them before they are rounded.
+enum Samples {
+    Eight(Pixels),
+    Sixteen { width: u32, height: u32, alpha: bool, data: Vec<u16> },
+}
+
+impl From<Pixels> for Samples {
+    fn from(pixels: Pixels) -> Samples {
+        Samples::Eight(pixels)
+    }
+}
+
 /// Decodes a file that [`probe`] accepted as `format`: upright, in sRGB.
 pub fn decode(bytes: &[u8], format: Format, max_pixels: u64) -> anyhow::Result<Decoded> {
-    let (pixels, metadata) = match format {
-        Format::Gif => decode_gif(bytes, max_pixels).map(|p| (p, Metadata::default())),
-        Format::WebpLossless | Format::WebpLossy => decode_webp(bytes),
+    let (samples, metadata) = match format {
+        Format::Gif => decode_gif(bytes, max_pixels).map(|p| (p.into(), Metadata::default())),
+        Format::WebpLossless | Format::WebpLossy => decode_webp(bytes).map(|(p, m)| (p.into(), m)),
         Format::Png => decode_png(bytes),
-        Format::Jpeg => decode_jpeg(bytes),
+        Format::Jpeg => decode_jpeg(bytes).map(|(p, m)| (p.into(), m)),
+        Format::Tiff => decode_with_image(bytes, image::ImageFormat::Tiff, max_pixels),
+        Format::Bmp => decode_with_image(bytes, image::ImageFormat::Bmp, max_pixels),
+        Format::Jxl => decode_jxl(bytes, max_pixels).map(|p| (p.into(), Metadata::default())),
+        #[cfg(feature = "heif")]
+        Format::Heic | Format::Avif => super::heif::decode(bytes, max_pixels).map(|(p, m)| (p.into(), m)),
+        #[cfg(not(feature = "heif"))]
+        Format::Heic | Format::Avif => bail!(NO_HEIF),
     }
     .with_context(|| format!("a damaged or truncated {}", format.name()))?;
-    let (pixels, warning) = develop(drop_opaque_alpha(pixels), &metadata);
-    Ok(Decoded { pixels, warning })
+    let (pixels, warning) = match samples {
+        Samples::Eight(pixels) => develop(pixels, &metadata),
+        Samples::Sixteen { width, height, alpha, data } => develop16(width, height, alpha, data, &metadata),
+    };
+    Ok(Decoded { pixels: drop_opaque_alpha(pixels), warning })
+}
+
+/// A format the image crate decodes (TIFF, BMP), within `max_pixels` and the metadata budget:
+/// its first image, its colour profile and orientation. 16-bit RGB(A) with a profile stays
+/// 16-bit until the profile is applied; everything else becomes 8-bit RGB or RGBA.
+fn decode_with_image(
+    bytes: &[u8],
+    format: image::ImageFormat,
+    max_pixels: u64,
+) -> anyhow::Result<(Samples, Metadata)> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    // The largest output (16-bit RGBA) and the decoder's metadata and working buffers.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(METADATA_BUDGET));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder()?;
+    let orientation = decoder.orientation()?;
+    // image 0.25.10's TIFF decoder finds no profile once limits are set on it: the profile is
+    // read by a second decoder with the tiff crate's own limits (1 MiB for any tag's value).
+    let icc = match format {
+        image::ImageFormat::Tiff => {
+            image::codecs::tiff::TiffDecoder::new(std::io::Cursor::new(bytes))?.icc_profile()?
+        }
+        _ => decoder.icc_profile()?,
+    };
+    let metadata = Metadata { icc, orientation };
+    let image = image::DynamicImage::from_decoder(decoder)?;
+    let (width, height) = (image.width(), image.height());
+    let samples = match image {
+        image::DynamicImage::ImageRgb16(rgb) if metadata.icc.is_some() => {
+            Samples::Sixteen { width, height, alpha: false, data: rgb.into_raw() }
+        }
+        image::DynamicImage::ImageRgba16(rgba) if metadata.icc.is_some() => {
+            Samples::Sixteen { width, height, alpha: true, data: rgba.into_raw() }
+        }
+        image if image.color().has_alpha() => {
+            Samples::Eight(pixels(width as usize, height as usize, true, image.into_rgba8().into_raw())?)
+        }
+        image => {
+            Samples::Eight(pixels(width as usize, height as usize, false, image.into_rgb8().into_raw())?)
+        }
+    };
+    Ok((samples, metadata))
 }
 
 /// A JPEG as 8-bit RGB, its EXIF and colour profile kept aside. A CMYK JPEG with a CMYK profile
@@ -161,7 +295,7 @@ fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(zune_error)?;
     let (width, height) = decoder.dimensions().context("no dimensions after the headers")?;
-    let mut metadata = Metadata { icc: decoder.icc_profile(), exif: decoder.exif().cloned() };
+    let mut metadata = Metadata::with_exif(decoder.icc_profile(), decoder.exif().map(Vec::as_slice));
     let cmyk_profile = metadata.icc.as_deref().filter(|icc| {
         decoder.input_colorspace() == Some(ColorSpace::CMYK)
             && develop::profile(icc).is_ok_and(|p| p.color_space == moxcms::DataColorSpace::Cmyk)
@@ -180,17 +314,58 @@ fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
     Ok((pixels(width, height, false, data)?, metadata))
 }
 
-/// A PNG as 8-bit RGB or RGBA (palettes, grey and 16-bit samples converted).
-fn decode_png(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
-    let limits = png::Limits { bytes: METADATA_BUDGET as usize };
-    let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
-    decoder.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().map_err(png_error)?;
-    let info = reader.info();
-    let metadata = Metadata {
-        icc: info.icc_profile.as_deref().map(<[u8]>::to_vec),
-        exif: info.exif_metadata.as_deref().map(<[u8]>::to_vec),
+/// A JPEG XL's first frame, rendered by jxl-oxide straight to 8-bit sRGB (converted from its
+/// colour encoding or profile by moxcms) and upright (the codestream's orientation, which the
+/// format says wins over any EXIF). Its allocations are tracked and capped like the other
+/// decoders' output: 16 bytes a pixel (jxl-oxide works in 32-bit floats) and the metadata budget.
+fn decode_jxl(bytes: &[u8], max_pixels: u64) -> anyhow::Result<Pixels> {
+    let budget = max_pixels.saturating_mul(16).saturating_add(METADATA_BUDGET);
+    let tracker = jxl_oxide::AllocTracker::with_limit(usize::try_from(budget).unwrap_or(usize::MAX));
+    let mut image =
+        jxl_oxide::JxlImage::builder().alloc_tracker(tracker).read(bytes).map_err(|e| anyhow!("{e}"))?;
+    anyhow::ensure!(image.is_loading_done(), "its data ends early");
+    image.request_color_encoding(jxl_oxide::EnumColourEncoding::srgb(jxl_oxide::RenderingIntent::Relative));
+    let render = image.render_frame(0).map_err(|e| anyhow!("{e}"))?;
+    let mut stream = render.stream();
+    let (width, height, channels) = (stream.width() as usize, stream.height() as usize, stream.channels());
+    let mut data = vec![0u8; width * height * channels as usize];
+    stream.write_to_buffer(&mut data);
+    match channels {
+        1 => pixels(width, height, false, data.iter().flat_map(|&g| [g, g, g]).collect()),
+        2 => {
+            pixels(width, height, true, data.chunks_exact(2).flat_map(|g| [g[0], g[0], g[0], g[1]]).collect())
+        }
+        3 => pixels(width, height, false, data),
+        4 => pixels(width, height, true, data),
+        n => bail!("it renders to {n} channels"),
+    }
+}
+
+/// A PNG as 8-bit RGB or RGBA (palettes, grey and 16-bit samples converted), or as 16-bit RGB(A)
+/// samples when it has them and a colour profile.
+fn decode_png(bytes: &[u8]) -> anyhow::Result<(Samples, Metadata)> {
+    let open = |transformations| {
+        let limits = png::Limits { bytes: METADATA_BUDGET as usize };
+        let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
+        decoder.set_transformations(transformations);
+        decoder.read_info().map_err(png_error)
     };
+    let mut reader = open(png::Transformations::normalize_to_color8())?;
+    let info = reader.info();
+    let metadata =
+        Metadata::with_exif(info.icc_profile.as_deref().map(<[u8]>::to_vec), info.exif_metadata.as_deref());
+    let sixteen = info.bit_depth == png::BitDepth::Sixteen
+        && matches!(info.color_type, png::ColorType::Rgb | png::ColorType::Rgba);
+    if sixteen && metadata.icc.is_some() {
+        let mut reader = open(png::Transformations::EXPAND)?;
+        let size = reader.output_buffer_size().context("the image is too large to decode")?;
+        let mut data = vec![0; size];
+        let frame = reader.next_frame(&mut data).map_err(png_error)?;
+        data.truncate(frame.buffer_size());
+        let alpha = frame.color_type == png::ColorType::Rgba;
+        let data = data.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+        return Ok((Samples::Sixteen { width: frame.width, height: frame.height, alpha, data }, metadata));
+    }
     let size = reader.output_buffer_size().context("the image is too large to decode")?;
     let mut data = vec![0; size];
     let frame = reader.next_frame(&mut data).map_err(png_error)?;
@@ -208,7 +383,7 @@ fn decode_png(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
         }
         png::ColorType::Indexed => bail!("its palette could not be expanded"),
     }?;
-    Ok((pixels, metadata))
+    Ok((pixels.into(), metadata))
 }
 
 fn png_error(e: png::DecodingError) -> anyhow::Error {
@@ -253,8 +428,8 @@ fn decode_webp(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
     let alpha = image.is_alpha();
     let pixels = pixels(image.width() as usize, image.height() as usize, alpha, image.to_vec())?;
     // Some writers start the EXIF chunk with JPEG's "Exif\0\0"; the TIFF header follows it.
-    let exif = riff_chunk(bytes, b"EXIF").map(|e| e.strip_prefix(b"Exif\0\0").unwrap_or(e).to_vec());
-    Ok((pixels, Metadata { icc: riff_chunk(bytes, b"ICCP").map(<[u8]>::to_vec), exif }))
+    let exif = riff_chunk(bytes, b"EXIF").map(|e| e.strip_prefix(b"Exif\0\0").unwrap_or(e));
+    Ok((pixels, Metadata::with_exif(riff_chunk(bytes, b"ICCP").map(<[u8]>::to_vec), exif)))
 }
 
 fn pixels(width: usize, height: usize, alpha: bool, data: Vec<u8>) -> anyhow::Result<Pixels> {
@@ -312,7 +487,7 @@ mod tests {
     fn formats_are_told_by_content_and_explained_in_plain_words() {
         assert_eq!(probe(b"", 1).unwrap_err().to_string(), "the file is empty");
         let err = probe(b"hello, I am text", 100).unwrap_err().to_string();
-        assert!(err.contains("not a JPEG, PNG, GIF or WebP"), "{err}");
+        assert!(err.contains("not a JPEG, PNG, GIF, WebP, TIFF, BMP, JPEG XL, HEIC or AVIF"), "{err}");
         let err = format!("{:#}", decode(&png_header(4, 4)).unwrap_err());
         assert!(err.starts_with("a damaged or truncated PNG"), "{err}");
         let mut config = webp::WebPConfig::new().unwrap();
@@ -474,6 +649,126 @@ mod tests {
         let p = decode(&webp_bytes).unwrap();
         assert_eq!((p.width, p.height, p.alpha), (3, 2, false));
         assert_eq!(p.data, data.chunks(4).flat_map(|c| [c[0], c[1], c[2]]).collect::<Vec<_>>());
+    }
+
+    /// A TIFF of `data` (RGB, 8 or 16 bits a sample) with an orientation tag and a profile.
+    fn tiff<C: tiff::encoder::colortype::ColorType>(
+        width: u32,
+        height: u32,
+        data: &[C::Inner],
+        orientation: u16,
+        icc: Option<&[u8]>,
+    ) -> Vec<u8>
+    where
+        [C::Inner]: tiff::encoder::TiffValue,
+    {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut encoder = tiff::encoder::TiffEncoder::new(&mut out).unwrap();
+        let mut image = encoder.new_image::<C>(width, height).unwrap();
+        image.encoder().write_tag(tiff::tags::Tag::Orientation, orientation).unwrap();
+        if let Some(icc) = icc {
+            image.encoder().write_tag(tiff::tags::Tag::IccProfile, icc).unwrap();
+        }
+        image.write_data(data).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn tiff_comes_back_exactly_upright_and_16_bit_through_its_profile() {
+        let data: Vec<u8> = (0..2u8).flat_map(|y| (0..3u8).flat_map(move |x| [x * 80, y * 200, 7])).collect();
+        let plain = tiff::<tiff::encoder::colortype::RGB8>(3, 2, &data, 1, None);
+        assert_eq!(Format::sniff(&plain), Some(Format::Tiff));
+        assert_eq!(decode(&plain).unwrap(), Pixels { width: 3, height: 2, alpha: false, data: data.clone() });
+        let turned = decode(&tiff::<tiff::encoder::colortype::RGB8>(3, 2, &data, 6, None)).unwrap();
+        assert_eq!((turned.width, turned.height), (2, 3), "orientation 6 turns it a quarter");
+        assert_eq!(&turned.data[..3], [0, 200, 7], "the stored bottom-left is now top-left");
+
+        // A 16-bit photo in Display P3: one rounding after the conversion, not two.
+        let original = [200u16 * 257, 100 * 257, 50 * 257, 30 * 257, 160 * 257, 220 * 257];
+        let p3 = moxcms::ColorProfile::new_display_p3();
+        let to_p3 = moxcms::ColorProfile::new_srgb()
+            .create_transform_16bit(
+                moxcms::Layout::Rgb,
+                &p3,
+                moxcms::Layout::Rgb,
+                moxcms::TransformOptions::default(),
+            )
+            .unwrap();
+        let mut stored = [0u16; 6];
+        to_p3.transform(&original, &mut stored).unwrap();
+        let icc = p3.encode().unwrap();
+        let file = tiff::<tiff::encoder::colortype::RGB16>(2, 1, &stored, 1, Some(&icc));
+        let shown = decode(&file).unwrap();
+        let expected: Vec<u8> = original.iter().map(|&v| (v / 257) as u8).collect();
+        let off = shown.data.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(off <= 1, "{:?} for {expected:?}", shown.data);
+    }
+
+    #[test]
+    fn bmp_comes_back_exactly() {
+        use image::ImageEncoder;
+        for (alpha, layout) in
+            [(false, image::ExtendedColorType::Rgb8), (true, image::ExtendedColorType::Rgba8)]
+        {
+            let data = rgba(5, 3, |x, y| [x as u8 * 50, y as u8 * 90, 3, if x == 1 { 10 } else { 255 }]);
+            let data: Vec<u8> =
+                if alpha { data } else { data.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect() };
+            let mut bmp = Vec::new();
+            image::codecs::bmp::BmpEncoder::new(&mut bmp).write_image(&data, 5, 3, layout).unwrap();
+            assert_eq!(Format::sniff(&bmp), Some(Format::Bmp));
+            assert_eq!(decode(&bmp).unwrap(), Pixels { width: 5, height: 3, alpha, data });
+        }
+    }
+
+    fn jxl(data: &[u8], width: usize, height: usize, colorspace: ColorSpace) -> Vec<u8> {
+        let options = zune_core::options::EncoderOptions::new(
+            width,
+            height,
+            colorspace,
+            zune_core::bit_depth::BitDepth::Eight,
+        );
+        let mut out = Vec::new();
+        zune_jpegxl::JxlSimpleEncoder::new(data, options).encode(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn lossless_jpeg_xl_comes_back_exactly_and_truncated_is_refused() {
+        let rgba_data = rgba(7, 5, |x, y| [x as u8 * 30, y as u8 * 50, 99, if x == 2 { 0 } else { 255 }]);
+        let file = jxl(&rgba_data, 7, 5, ColorSpace::RGBA);
+        assert_eq!(Format::sniff(&file), Some(Format::Jxl));
+        assert_eq!(probe(&file, 1 << 30).unwrap(), (Format::Jxl, 7, 5));
+        assert_eq!(
+            decode(&file).unwrap(),
+            Pixels { width: 7, height: 5, alpha: true, data: rgba_data.clone() }
+        );
+        let rgb: Vec<u8> = rgba_data.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        assert_eq!(decode(&jxl(&rgb, 7, 5, ColorSpace::RGB)).unwrap().data, rgb);
+        let grey = decode(&jxl(&[0, 80, 160, 240], 2, 2, ColorSpace::Luma)).unwrap();
+        assert_eq!(grey.data, [0, 0, 0, 80, 80, 80, 160, 160, 160, 240, 240, 240]);
+        let big: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let file = jxl(&big, 64, 64, ColorSpace::RGB);
+        let err = format!("{:#}", decode(&file[..file.len() / 2]).unwrap_err());
+        assert!(err.starts_with("a damaged or truncated JPEG XL"), "{err}");
+    }
+
+    #[test]
+    fn a_top_down_bmp_is_read_at_its_size() {
+        use image::ImageEncoder;
+        let data: Vec<u8> = (0..4u8).flat_map(|y| (0..3u8).flat_map(move |x| [x * 60, y * 60, 1])).collect();
+        let mut bmp = Vec::new();
+        image::codecs::bmp::BmpEncoder::new(&mut bmp)
+            .write_image(&data, 3, 4, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        // The same image stored top-down: a negative height and the rows in reading order.
+        let offset = u32::from_le_bytes(bmp[10..14].try_into().unwrap()) as usize;
+        let stride = (3 * 3usize).div_ceil(4) * 4;
+        let rows: Vec<Vec<u8>> = bmp[offset..].chunks(stride).map(<[u8]>::to_vec).collect();
+        let mut top_down = bmp[..offset].to_vec();
+        top_down[22..26].copy_from_slice(&(-4i32).to_le_bytes());
+        rows.iter().rev().for_each(|row| top_down.extend(row));
+        assert_eq!(probe(&top_down, 100).unwrap(), (Format::Bmp, 3, 4));
+        assert_eq!(decode(&top_down).unwrap().data, data);
     }
 
     #[test]

@@ -14,15 +14,29 @@ use image::metadata::Orientation;
 use image::{ImageBuffer, Rgb, Rgba};
 use moxcms::{ColorProfile, DataColorSpace, Layout, TransformOptions};
 
-use super::decode::Pixels;
+use super::pixels::Pixels;
 
 /// What a decoder found beside the pixels.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Metadata {
     /// The embedded ICC profile, when there is one.
     pub(crate) icc: Option<Vec<u8>>,
-    /// The raw EXIF block, starting at its TIFF header.
-    pub(crate) exif: Option<Vec<u8>>,
+    /// How the stored pixels are to be turned to be upright.
+    pub(crate) orientation: Orientation,
+}
+
+impl Default for Metadata {
+    fn default() -> Metadata {
+        Metadata { icc: None, orientation: Orientation::NoTransforms }
+    }
+}
+
+impl Metadata {
+    /// The profile, and the orientation from a raw EXIF block (starting at its TIFF header).
+    pub(crate) fn with_exif(icc: Option<Vec<u8>>, exif: Option<&[u8]>) -> Metadata {
+        let orientation = exif.and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+        Metadata { icc, orientation }
+    }
 }
 
 /// The decoded image as it should be shown, and a warning for the operator when part of its
@@ -39,12 +53,46 @@ pub(crate) fn develop(pixels: Pixels, metadata: &Metadata) -> (Pixels, Option<St
         },
         None => pixels,
     };
-    let orientation = metadata.exif.as_deref().and_then(Orientation::from_exif_chunk);
-    let pixels = match orientation {
-        Some(orientation) if orientation != Orientation::NoTransforms => upright(pixels, orientation),
-        _ => pixels,
+    (upright(pixels, metadata.orientation), warning)
+}
+
+/// 16-bit RGB or RGBA samples (a PNG's or TIFF's) to 8-bit pixels as they are to be shown: the
+/// profile is applied before the samples are rounded, so that a wide-gamut 16-bit photo loses no
+/// more than one rounding.
+pub(crate) fn develop16(
+    width: u32,
+    height: u32,
+    alpha: bool,
+    samples: Vec<u16>,
+    metadata: &Metadata,
+) -> (Pixels, Option<String>) {
+    let mut warning = None;
+    let samples = match &metadata.icc {
+        Some(icc) => match to_srgb16(&samples, alpha, icc) {
+            Ok(converted) => converted,
+            Err(why) => {
+                warning = Some(format!("its colour profile is ignored ({why}): shown as sRGB"));
+                samples
+            }
+        },
+        None => samples,
     };
-    (pixels, warning)
+    let data = samples.iter().map(|&v| ((u32::from(v) * 255 + 32_767) / 65_535) as u8).collect();
+    (upright(Pixels { width, height, alpha, data }, metadata.orientation), warning)
+}
+
+fn to_srgb16(samples: &[u16], alpha: bool, icc: &[u8]) -> Result<Vec<u16>, String> {
+    let source = profile(icc)?;
+    if source.color_space != DataColorSpace::Rgb {
+        return Err(format!("a {:?} profile on an RGB image", source.color_space));
+    }
+    let layout = if alpha { Layout::Rgba } else { Layout::Rgb };
+    let transform = source
+        .create_transform_16bit(layout, &ColorProfile::new_srgb(), layout, TransformOptions::default())
+        .map_err(|e| format!("moxcms cannot convert from it: {e}"))?;
+    let mut out = vec![0; samples.len()];
+    transform.transform(samples, &mut out).map_err(|e| format!("moxcms failed to convert: {e}"))?;
+    Ok(out)
 }
 
 /// Parses an ICC profile with moxcms's limits.
@@ -96,6 +144,9 @@ pub(crate) fn cmyk_to_srgb(cmyk: &[u8], width: u32, height: u32, icc: &[u8]) -> 
 
 /// The pixels turned and mirrored as the EXIF orientation says.
 fn upright(pixels: Pixels, orientation: Orientation) -> Pixels {
+    if orientation == Orientation::NoTransforms {
+        return pixels;
+    }
     fn turn<P: image::Pixel<Subpixel = u8> + 'static>(
         image: ImageBuffer<P, Vec<u8>>,
         orientation: Orientation,
@@ -154,7 +205,7 @@ mod tests {
         let expected = [(1, (0, 0), (3, 2)), (2, (2, 0), (3, 2)), (3, (2, 1), (3, 2)), (4, (0, 1), (3, 2))];
         let turned = [(5, (0, 0), (2, 3)), (6, (1, 0), (2, 3)), (7, (1, 2), (2, 3)), (8, (0, 2), (2, 3))];
         for (tag, (x, y), (w, h)) in expected.into_iter().chain(turned) {
-            let metadata = Metadata { icc: None, exif: Some(exif_with_orientation(tag)) };
+            let metadata = Metadata::with_exif(None, Some(&exif_with_orientation(tag)));
             let (p, warning) = develop(coordinates(), &metadata);
             assert!(warning.is_none());
             assert_eq!((p.width, p.height), (w, h), "orientation {tag}: size");
@@ -177,7 +228,7 @@ mod tests {
             assert_ne!(stored, original, "{name}: the stored numbers differ from sRGB's");
             let pixels = Pixels { width: 3, height: 1, alpha: false, data: stored };
             let (shown, warning) =
-                develop(pixels, &Metadata { icc: Some(profile.encode().unwrap()), exif: None });
+                develop(pixels, &Metadata::with_exif(Some(profile.encode().unwrap()), None));
             assert!(warning.is_none(), "{name}: {warning:?}");
             let off = shown.data.iter().zip(&original).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
             // Two 8-bit quantisations: dark channels land on coarse steps of the wider space.
@@ -188,7 +239,7 @@ mod tests {
     #[test]
     fn a_profile_that_cannot_be_read_is_ignored_with_a_warning() {
         let (p, warning) =
-            develop(coordinates(), &Metadata { icc: Some(b"not a profile".to_vec()), exif: None });
+            develop(coordinates(), &Metadata::with_exif(Some(b"not a profile".to_vec()), None));
         assert_eq!(p, coordinates());
         assert!(warning.unwrap().contains("colour profile is ignored"));
     }

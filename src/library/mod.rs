@@ -17,6 +17,9 @@ mod cache;
 pub(crate) mod decode;
 mod develop;
 pub(crate) mod encode;
+#[cfg(feature = "heif")]
+mod heif;
+mod pixels;
 mod pool;
 mod reconcile;
 pub(crate) mod scan;

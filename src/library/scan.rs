@@ -21,7 +21,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// File name extensions that are loaded (case-insensitive); every other file is ignored.
-pub(crate) const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "gif", "webp"];
+/// Also HEIC, HEIF and AVIF in a build without libheif: such a file is then skipped with a warning
+/// that says how to build a keiko that reads it, rather than silently.
+pub(crate) const EXTENSIONS: [&str; 12] =
+    ["jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "bmp", "jxl", "heic", "heif", "avif"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Stamp {

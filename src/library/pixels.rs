@@ -1,0 +1,12 @@
+//! The one layout every decoder ends in and the WebP encoder takes: interleaved 8-bit RGB, or RGBA
+//! when some pixel is not fully opaque. A module of its own so that the decoders and the steps
+//! after them (`develop`, `encode`, the renders) share it without importing one another.
+
+/// Decoded pixels, rows top to bottom, `alpha` telling whether each pixel has 4 bytes or 3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) alpha: bool,
+    pub(crate) data: Vec<u8>,
+}
