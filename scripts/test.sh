@@ -29,9 +29,18 @@ done
 # What the tests drive for real, from Debian's packages: promtool checks the /metrics output,
 # PostgreSQL holds a fleet's hits (tests/postgres.rs), Chromium loads the dashboard
 # (tests/dashboard.rs), HAProxy fronts the fleet and wrk loads it (scripts/fleet.sh --quick).
-need_packages prometheus:promtool postgresql:/usr/lib/postgresql/*/bin/postgres chromium haproxy wrk
+# The reference decoders and colour tools that tests/samples.rs and tests/real_photos.rs compare
+# keiko with: netpbm, djxl, Little CMS's jpgicc, libheif's heif-convert, Ghostscript's CMYK
+# profile; and libheif itself, for the build with the `heif` feature.
+need_packages prometheus:promtool postgresql:/usr/lib/postgresql/*/bin/postgres chromium haproxy wrk \
+  netpbm:tifftopnm libjxl-tools:djxl liblcms2-utils:jpgicc libheif-examples:heif-convert \
+  libgs-common:/usr/share/color/icc/ghostscript/default_cmyk.icc libheif-dev:/usr/include/libheif/heif.h \
+  pkg-config:pkg-config
 
 cargo test --all-targets --features test-hooks "${CARGO_ARGS[@]}"
+# The same decoding tests again with HEIC and AVIF input (the `heif` feature, libheif-dev).
+cargo test --features test-hooks,heif --lib --test real_photos --test samples --test hostile_files \
+  "${CARGO_ARGS[@]}"
 if [ -n "$FUZZ" ]; then scripts/fuzz.sh "$FUZZ"; fi
 if [ -n "$SOAK" ]; then scripts/soak.sh --duration "$SOAK"; fi
 # The fleet check runs the debug binary the tests just built: it checks behaviour, not speed, and

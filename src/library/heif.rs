@@ -6,7 +6,7 @@
 //! against the pixel limit before anything is decoded.
 
 use anyhow::{anyhow, bail, Context};
-use libheif_rs::{ColorSpace, DecodingOptions, HeifContext, LibHeif, RgbChroma};
+use libheif_rs::{ColorSpace, HeifContext, LibHeif, RgbChroma};
 use moxcms::{CicpColorPrimaries, CicpProfile, ColorProfile, MatrixCoefficients, TransferCharacteristics};
 
 use super::develop::Metadata;
@@ -27,13 +27,16 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> anyhow::Result<(Pixels, M
     }
     let alpha = handle.has_alpha_channel();
     let chroma = if alpha { RgbChroma::Rgba } else { RgbChroma::Rgb };
-    let mut options = DecodingOptions::new().context("libheif refused its decoding options")?;
-    options.set_convert_hdr_to_8bit(true);
-    let image = LibHeif::new()
-        .decode(&handle, ColorSpace::Rgb(chroma), Some(options))
-        .map_err(|e| anyhow!("libheif: {e}"))?;
+    // No decoding options: libheif-rs 0.20 frees the options it is given before libheif reads
+    // them (its `decode` maps them to a pointer in a closure that drops them). The defaults are
+    // what keiko wants: transformations applied, and 8-bit output for the 8-bit chroma asked for.
+    let image =
+        LibHeif::new().decode(&handle, ColorSpace::Rgb(chroma), None).map_err(|e| anyhow!("libheif: {e}"))?;
     let plane = image.planes().interleaved.context("libheif gave no interleaved plane")?;
     let channels = if alpha { 4 } else { 3 };
+    if usize::from(plane.storage_bits_per_pixel) != channels * 8 {
+        bail!("libheif gave {} bits a pixel for 8-bit RGB", plane.storage_bits_per_pixel);
+    }
     let row = plane.width as usize * channels;
     let mut data = Vec::with_capacity(row * plane.height as usize);
     for y in 0..plane.height as usize {
