@@ -65,6 +65,18 @@ pub struct Config {
     #[arg(long, env = "KEIKO_MAX_SIDE", default_value_t = 0)]
     pub max_side: u32,
 
+    /// Animated GIF and WebP are served animated up to this many frames; past it (or past
+    /// --animation-megapixels) the first frame is served, with a warning
+    #[arg(long, env = "KEIKO_ANIMATION_FRAMES", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub animation_frames: u32,
+
+    /// Megapixels an animation may hold over all its frames (frames x width x height), for the
+    /// source and for each rendition of it
+    #[arg(long, env = "KEIKO_ANIMATION_MEGAPIXELS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub animation_megapixels: u64,
+
     /// Skip images of more pixels than this (judged from the header, before decoding)
     #[arg(long, env = "KEIKO_MAX_PIXELS", default_value_t = 50_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -256,12 +268,19 @@ impl Config {
         Duration::from_millis(self.drain_ms)
     }
 
+    fn animation(&self) -> library::encode::Budget {
+        library::encode::Budget {
+            frames: self.animation_frames,
+            pixels: self.animation_megapixels * 1_000_000,
+        }
+    }
+
     pub fn library(&self) -> anyhow::Result<library::Options> {
         let encoders = threads_or_cores(self.encoders, "--encoders/KEIKO_ENCODERS")?;
         Ok(library::Options {
             images: self.images.clone(),
             cache: self.cache_dir(),
-            settings: Settings { mode: self.webp, max_side: self.max_side },
+            settings: Settings { mode: self.webp, max_side: self.max_side, animation: self.animation() },
             limits: Limits { max_pixels: self.max_pixels, max_file_bytes: self.max_file_bytes },
             encoders,
             rescan: (self.rescan_secs > 0).then(|| Duration::from_secs(self.rescan_secs)),
@@ -347,7 +366,7 @@ impl Config {
             disk_bytes: self.variant_disk_mb << 20,
             renderers,
             queue: self.render_queue as usize,
-            settings: Settings { mode: self.webp, max_side: 0 },
+            settings: Settings { mode: self.webp, max_side: 0, animation: self.animation() },
             max_pixels: self.max_pixels,
             budget_pixels: self.render_megapixels * 1_000_000,
             client_burst: self.client_render_burst,

@@ -234,3 +234,61 @@ fn heif_rotation_and_mirror_properties_are_applied() {
     // Each is the photo encoded anew, so they differ by their own compression, not by a turn.
     all_like_the_first(&keiko, &files, (640, 427), 12.0);
 }
+
+/// Frame count, the start of each frame and the end of the last, in ms, of an animated WebP.
+fn webp_timing(webp: &[u8]) -> (usize, Vec<i32>) {
+    let decoded = webp::AnimDecoder::new(webp).decode().unwrap();
+    let ends: Vec<i32> = (&decoded).into_iter().map(|f| f.get_time_ms()).collect();
+    (decoded.len(), ends)
+}
+
+#[test]
+fn animated_gif_and_webp_stay_animated_with_their_timing() {
+    let files = ["animated_star_4frames.gif", "animated_10frames.webp"];
+    let (_images, _tmp, keiko) = serve(&files);
+    // The GIF's own delays, in hundredths of a second, as the gif crate reads them.
+    let gif_bytes = std::fs::read(Path::new(SAMPLES).join(files[0])).unwrap();
+    let mut reader = gif::DecodeOptions::new().read_info(gif_bytes.as_slice()).unwrap();
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while let Some(frame) = reader.read_next_frame().unwrap() {
+        at += i32::from(frame.delay) * 10;
+        ends.push(at);
+    }
+    let served_gif = keiko.get("/images/animated_star_4frames.gif").body;
+    assert_eq!(webp_timing(&served_gif), (4, ends), "the GIF's frames and delays");
+    let source = std::fs::read(Path::new(SAMPLES).join(files[1])).unwrap();
+    let served_webp = keiko.get("/images/animated_10frames.webp").body;
+    assert_eq!(webp_timing(&served_webp), webp_timing(&source), "the WebP's frames and timing");
+    let info =
+        String::from_utf8_lossy(&keiko.get("/images/animated_star_4frames.gif/info").body).into_owned();
+    assert!(info.contains("\"width\":159"), "{info}");
+    // A rendition is animated too, with the same timing, at the asked size; ?frame=N is a still.
+    let rendition = keiko.get("/images/animated_star_4frames.gif/80/60?grayscale").body;
+    assert_eq!(webp_timing(&rendition), webp_timing(&served_gif), "the rendition's frames and timing");
+    let first = webp::AnimDecoder::new(&rendition).decode().unwrap();
+    assert_eq!((first.get_frame(0).unwrap().width(), first.get_frame(0).unwrap().height()), (80, 60));
+    let still = keiko.get("/images/animated_star_4frames.gif?frame=2").body;
+    let frame = webp::Decoder::new(&still).decode().expect("a still WebP");
+    assert_eq!((frame.width(), frame.height()), (159, 159));
+    let third = webp::AnimDecoder::new(&served_gif).decode().unwrap();
+    assert_eq!(&*frame, third.get_frame(2).unwrap().get_image(), "frame 2, exactly");
+}
+
+#[test]
+fn an_animation_past_the_budget_is_served_as_its_first_frame_with_a_warning() {
+    let name = "animated_10frames.webp";
+    let images = Images::empty();
+    images.add(name, &std::fs::read(Path::new(SAMPLES).join(name)).unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options::default().env("KEIKO_ANIMATION_FRAMES", "9");
+    let keiko = Keiko::start_with(images.path(), &tmp.path().join("k.db"), options);
+    let body = keiko.get(&format!("/images/{name}")).body;
+    assert!(webp::Decoder::new(&body).decode().is_some(), "a still WebP");
+    let log = keiko.log();
+    let warning = log.lines().find(|l| l.contains("past the budget")).unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        warning.contains("10 frames of 400x400") && warning.contains("its first frame is served"),
+        "{warning}"
+    );
+}

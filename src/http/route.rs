@@ -5,7 +5,8 @@
 //!
 //! The image API follows Lorem Picsum's shapes: `/{w}/{h}` and `/{size}` for a random image at a
 //! size, `/seed/<seed>[/{w}/{h}]`, `/images/<name>[/{w}/{h}|/info|/ascii]`, `/ascii`, `/v2/list`,
-//! with `?grayscale` and `?blur[=1..10]` on every image route. Query parameters keiko does not
+//! with `?grayscale`, `?blur[=1..10]` and `?frame=N` (a still of an animation) on every image
+//! route. Query parameters keiko does not
 //! know are ignored (clients add `?random=N` to defeat caches), a known one given twice is refused.
 //!
 //! The method is part of the answer: an [`Endpoint`] is already an upload, a deletion, a lookup
@@ -22,7 +23,7 @@ use enum_map::Enum;
 use super::request::Method;
 pub use super::response::Allow;
 use crate::variants::spec::{
-    Form, Variant, ASCII_WIDTHS, DEFAULT_ASCII_WIDTH, DEFAULT_BLUR, MAX_BLUR, MAX_SIDE,
+    Form, Variant, ASCII_WIDTHS, DEFAULT_ASCII_WIDTH, DEFAULT_BLUR, MAX_BLUR, MAX_FRAME, MAX_SIDE,
 };
 
 /// Longest seed, in bytes as sent.
@@ -440,7 +441,7 @@ fn read_target<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Option<Endpoint<'a
         Some(form) => with_effects(pick, form, query).map(Some),
         None => {
             let q = Query::parse(query)?;
-            if q.grayscale.is_none() && q.blur.is_none() {
+            if q.grayscale.is_none() && q.blur.is_none() && q.frame.is_none() {
                 return Ok(Some(Endpoint::Image { pick, variant: None }));
             }
             with_effects(pick, Form::Webp(None), query).map(Some)
@@ -467,6 +468,10 @@ fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Endpoint
         Some(b"") => DEFAULT_BLUR,
         Some(v) => q.number("blur", Some(v), 1, MAX_BLUR.into(), 0)? as u8,
     };
+    let frame = match q.frame {
+        None => None,
+        Some(v) => Some(q.number("frame", Some(v), 0, MAX_FRAME.into(), 0)? as u16),
+    };
     let form = match form {
         Form::Ascii(_) => {
             let (lo, hi) = (*ASCII_WIDTHS.start(), *ASCII_WIDTHS.end());
@@ -474,7 +479,7 @@ fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Endpoint
         }
         webp => webp,
     };
-    Ok(Endpoint::Image { pick, variant: Some(Variant { form, grayscale, blur }) })
+    Ok(Endpoint::Image { pick, variant: Some(Variant { form, grayscale, blur, frame }) })
 }
 
 /// Whether a path segment was meant as a size (so that `/-5` or `/12px` get a 400 saying why,
@@ -523,6 +528,7 @@ fn whole_number(digits: &[u8]) -> Option<u64> {
 struct Query<'a> {
     grayscale: Option<&'a [u8]>,
     blur: Option<&'a [u8]>,
+    frame: Option<&'a [u8]>,
     width: Option<&'a [u8]>,
     page: Option<&'a [u8]>,
     limit: Option<&'a [u8]>,
@@ -541,6 +547,7 @@ impl<'a> Query<'a> {
             let slot = match name {
                 b"grayscale" => &mut q.grayscale,
                 b"blur" => &mut q.blur,
+                b"frame" => &mut q.frame,
                 b"width" => &mut q.width,
                 b"page" => &mut q.page,
                 b"limit" => &mut q.limit,
@@ -612,7 +619,7 @@ mod tests {
     }
 
     fn webp(size: Option<(u16, u16)>, grayscale: bool, blur: u8) -> Option<Variant> {
-        Some(Variant { form: Form::Webp(size), grayscale, blur })
+        Some(Variant { form: Form::Webp(size), grayscale, blur, frame: None })
     }
 
     #[test]
@@ -640,6 +647,12 @@ mod tests {
         assert_eq!(ok("/?grayscale"), random(webp(None, true, 0)));
         assert_eq!(ok("/5000/1?blur&grayscale"), random(webp(Some((5000, 1)), true, DEFAULT_BLUR)));
         assert_eq!(ok("/10/10?blur=10"), random(webp(Some((10, 10)), false, 10)));
+        let still = |frame| Some(Variant { frame: Some(frame), ..webp(None, false, 0).unwrap() });
+        assert_eq!(
+            ok("/images/a.gif?frame=0"),
+            Endpoint::Image { pick: Pick::Named(b"a.gif"), variant: still(0) }
+        );
+        assert_eq!(ok("/?frame=9999"), random(still(9999)));
         assert_eq!(ok("/seed/abc"), Endpoint::Image { pick: Pick::Seed(b"abc"), variant: None });
         assert_eq!(
             ok("/seed/abc/30/20?grayscale"),
@@ -653,14 +666,19 @@ mod tests {
             ok("/images/a.png/ascii?width=100&blur=1"),
             Endpoint::Image {
                 pick: Pick::Named(b"a.png"),
-                variant: Some(Variant { form: Form::Ascii(100), grayscale: false, blur: 1 })
+                variant: Some(Variant { form: Form::Ascii(100), grayscale: false, blur: 1, frame: None })
             }
         );
         assert_eq!(
             ok("/ascii"),
             Endpoint::Image {
                 pick: Pick::Random,
-                variant: Some(Variant { form: Form::Ascii(DEFAULT_ASCII_WIDTH), grayscale: false, blur: 0 })
+                variant: Some(Variant {
+                    form: Form::Ascii(DEFAULT_ASCII_WIDTH),
+                    grayscale: false,
+                    blur: 0,
+                    frame: None
+                })
             }
         );
         assert_eq!(ok("/images/a.png?width=9").route(), Route::Image, "width means nothing here");
@@ -705,6 +723,10 @@ mod tests {
             ("/images/a/1/x", "height"),
             ("/seed/", "seed"),
             ("/?blur=0", "blur"),
+            ("/?frame=10000", "frame"),
+            ("/?frame=-1", "frame"),
+            ("/?frame=", "frame"),
+            ("/?frame=1&frame=2", "frame"),
             ("/?blur=11", "blur"),
             ("/?blur=-1", "blur"),
             ("/?blur=1&blur=2", "blur"),

@@ -298,8 +298,8 @@ mod tests {
     #[test]
     fn keys_follow_content_and_settings() {
         let a = blake3::hash(b"a");
-        let lossless = Encoding { quality: None, max_side: 0 };
-        let lossy = Encoding { quality: Some(75), max_side: 0 };
+        let lossless = Encoding { quality: None, max_side: 0, animation: None };
+        let lossy = Encoding { quality: Some(75), max_side: 0, animation: None };
         assert_eq!(key(&a, &lossless), key(&a, &lossless));
         assert_ne!(key(&a, &lossless), key(&a, &lossy));
         assert_ne!(key(&a, &lossless), key(&blake3::hash(b"b"), &lossless));

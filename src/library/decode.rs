@@ -423,10 +423,16 @@ fn decode_gif(bytes: &[u8], max_pixels: u64) -> anyhow::Result<Pixels> {
     pixels(width, height, true, canvas)
 }
 
+/// A WebP, or an animated WebP's first frame.
 fn decode_webp(bytes: &[u8]) -> anyhow::Result<(Pixels, Metadata)> {
-    let image = webp::Decoder::new(bytes).decode().context("libwebp cannot decode it (or it is animated)")?;
-    let alpha = image.is_alpha();
-    let pixels = pixels(image.width() as usize, image.height() as usize, alpha, image.to_vec())?;
+    let pixels = if super::animation::is_animated_webp(bytes) {
+        let frames = super::animation::WebpFrames::new(bytes)?;
+        let (width, height) = (frames.width as usize, frames.height as usize);
+        pixels(width, height, true, frames.frame(0)?)?
+    } else {
+        let image = webp::Decoder::new(bytes).decode().context("libwebp cannot decode it")?;
+        pixels(image.width() as usize, image.height() as usize, image.is_alpha(), image.to_vec())?
+    };
     // Some writers start the EXIF chunk with JPEG's "Exif\0\0"; the TIFF header follows it.
     let exif = riff_chunk(bytes, b"EXIF").map(|e| e.strip_prefix(b"Exif\0\0").unwrap_or(e));
     Ok((pixels, Metadata::with_exif(riff_chunk(bytes, b"ICCP").map(<[u8]>::to_vec), exif)))

@@ -66,6 +66,8 @@ pub struct Encoding {
     pub(crate) quality: Option<u8>,
     /// Longest side in pixels after downscaling; 0 keeps the size.
     pub(crate) max_side: u32,
+    /// For formats that animate (GIF, WebP): how much animation is kept.
+    pub(crate) animation: Option<Budget>,
 }
 
 impl fmt::Display for Encoding {
@@ -77,7 +79,38 @@ impl fmt::Display for Encoding {
         }
         // Since the EXIF orientation is applied and colour profiles converted (`develop`), the
         // same source bytes give another picture than the encodings made before.
-        write!(f, ";max-side={};upright-srgb", self.max_side)
+        write!(f, ";max-side={};upright-srgb", self.max_side)?;
+        match self.animation {
+            Some(budget) => write!(f, ";animation={}f{}px", budget.frames, budget.pixels),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `--animation-frames` and `--animation-megapixels`: how much animation one image may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub(crate) frames: u32,
+    /// Pixels summed over every frame's canvas.
+    pub(crate) pixels: u64,
+}
+
+/// A budget for unit tests elsewhere.
+#[cfg(test)]
+pub(crate) const TEST_BUDGET: Budget = Budget { frames: 100, pixels: 10_000_000 };
+
+impl Budget {
+    /// Whether `frames` canvases of `width` x `height` fit.
+    pub(crate) fn allows(&self, frames: u64, width: u32, height: u32) -> bool {
+        frames <= u64::from(self.frames) && frames * u64::from(width) * u64::from(height) <= self.pixels
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} frames and {} megapixels over all frames (KEIKO_ANIMATION_FRAMES, KEIKO_ANIMATION_MEGAPIXELS)",
+            self.frames,
+            self.pixels / 1_000_000
+        )
     }
 }
 
@@ -86,6 +119,7 @@ impl fmt::Display for Encoding {
 pub struct Settings {
     pub(crate) mode: WebpMode,
     pub(crate) max_side: u32,
+    pub(crate) animation: Budget,
 }
 
 impl Settings {
@@ -96,7 +130,9 @@ impl Settings {
             WebpMode::Auto if format.is_lossless() => None,
             WebpMode::Auto => Some(AUTO_QUALITY),
         };
-        Encoding { quality, max_side: self.max_side }
+        let animation = matches!(format, Format::Gif | Format::WebpLossless | Format::WebpLossy)
+            .then_some(self.animation);
+        Encoding { quality, max_side: self.max_side, animation }
     }
 }
 
@@ -109,8 +145,18 @@ pub fn encode(pixels: &Pixels, encoding: Encoding) -> anyhow::Result<Vec<u8>> {
         }
         None => pixels,
     };
+    let config = webp_config(encoding.quality)?;
+    let layout = if pixels.alpha { PixelLayout::Rgba } else { PixelLayout::Rgb };
+    let webp = Encoder::new(&pixels.data, layout, pixels.width, pixels.height)
+        .encode_advanced(&config)
+        .map_err(|e| anyhow!("WebP encoding failed: {e:?}"))?;
+    Ok(webp.to_vec())
+}
+
+/// libwebp's settings for lossless (`None`) or lossy at a quality, for stills and animations.
+pub(crate) fn webp_config(quality: Option<u8>) -> anyhow::Result<WebPConfig> {
     let mut config = WebPConfig::new().map_err(|()| anyhow!("libwebp refused its default configuration"))?;
-    match encoding.quality {
+    match quality {
         None => {
             config.lossless = 1;
             config.exact = 1;
@@ -122,11 +168,7 @@ pub fn encode(pixels: &Pixels, encoding: Encoding) -> anyhow::Result<Vec<u8>> {
             config.quality = f32::from(q);
         }
     }
-    let layout = if pixels.alpha { PixelLayout::Rgba } else { PixelLayout::Rgb };
-    let webp = Encoder::new(&pixels.data, layout, pixels.width, pixels.height)
-        .encode_advanced(&config)
-        .map_err(|e| anyhow!("WebP encoding failed: {e:?}"))?;
-    Ok(webp.to_vec())
+    Ok(config)
 }
 
 /// The longest side a WebP can have.
@@ -135,7 +177,7 @@ pub(crate) const WEBP_MAX_SIDE: u32 = 16_383;
 /// `pixels` scaled so that the longer side is `max_side` (or WebP's own limit, when that is
 /// smaller or `max_side` is 0), or None when it already fits. An image within the pixel limit can
 /// still be too long for WebP (say 20,000 x 100): it is served smaller rather than not at all.
-fn downscaled(pixels: &Pixels, max_side: u32) -> anyhow::Result<Option<Pixels>> {
+pub(crate) fn downscaled(pixels: &Pixels, max_side: u32) -> anyhow::Result<Option<Pixels>> {
     let longer = pixels.width.max(pixels.height);
     let max_side = if max_side == 0 { WEBP_MAX_SIDE } else { max_side.min(WEBP_MAX_SIDE) };
     if longer <= max_side {
@@ -161,12 +203,12 @@ mod tests {
     #[test]
     fn an_image_too_long_for_webp_is_served_smaller() {
         let pixels = Pixels { width: 20_000, height: 2, alpha: false, data: vec![90; 20_000 * 2 * 3] };
-        let webp = encode(&pixels, Encoding { quality: None, max_side: 0 }).unwrap();
+        let webp = encode(&pixels, Encoding { quality: None, max_side: 0, animation: None }).unwrap();
         let decoded = webp::Decoder::new(&webp).decode().unwrap();
         assert_eq!((decoded.width(), decoded.height()), (WEBP_MAX_SIDE, 1));
     }
 
-    const LOSSLESS: Encoding = Encoding { quality: None, max_side: 0 };
+    const LOSSLESS: Encoding = Encoding { quality: None, max_side: 0, animation: None };
 
     #[test]
     fn lossless_keeps_every_pixel_including_transparent_colour() {
@@ -205,9 +247,9 @@ mod tests {
             .collect();
         let pixels = Pixels { width: 64, height: 48, alpha: false, data };
         let lossless = encode(&pixels, LOSSLESS).unwrap();
-        let lossy = encode(&pixels, Encoding { quality: Some(50), max_side: 0 }).unwrap();
+        let lossy = encode(&pixels, Encoding { quality: Some(50), max_side: 0, animation: None }).unwrap();
         assert!(lossy.len() < lossless.len(), "{} vs {}", lossy.len(), lossless.len());
-        let small = encode(&pixels, Encoding { quality: None, max_side: 16 }).unwrap();
+        let small = encode(&pixels, Encoding { quality: None, max_side: 16, animation: None }).unwrap();
         let back = webp::Decoder::new(&small).decode().unwrap();
         assert_eq!((back.width(), back.height()), (16, 12));
     }
@@ -220,7 +262,7 @@ mod tests {
         for bad in ["", "lossy", "lossy:101", "lossy:-1", "Lossless", "lossy:q"] {
             assert!(bad.parse::<WebpMode>().is_err(), "{bad:?}");
         }
-        let auto = Settings { mode: WebpMode::Auto, max_side: 0 };
+        let auto = Settings { mode: WebpMode::Auto, max_side: 0, animation: TEST_BUDGET };
         assert_eq!(auto.for_source(Format::Png).quality, None);
         assert_eq!(auto.for_source(Format::WebpLossless).quality, None);
         assert_eq!(auto.for_source(Format::Jpeg).quality, Some(AUTO_QUALITY));

@@ -13,6 +13,7 @@
 //! [`pool`] the encoding threads, [`cache`] the encodings on disk with their manifest. This file
 //! is the handle the rest of keiko holds: start, rescan, stop.
 
+pub(crate) mod animation;
 mod cache;
 pub(crate) mod decode;
 mod develop;

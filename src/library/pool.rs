@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::animation::{self, Animation};
 use super::cache::{self, Cache, Outcome};
 use super::decode::{decode, probe, Format, NOT_AN_IMAGE};
 use super::encode::{encode, Settings};
@@ -167,13 +168,24 @@ fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &Lib
     }
     stats.cache_miss();
     let started = Instant::now();
-    let encoded = decode(&bytes, format, limits.max_pixels).and_then(|decoded| {
-        drop(bytes);
-        if let Some(warning) = &decoded.warning {
-            tracing::warn!("{}: {warning}", Shown(&job.name));
+    let still = |bytes: Vec<u8>| {
+        decode(&bytes, format, limits.max_pixels).and_then(|decoded| {
+            drop(bytes);
+            if let Some(warning) = &decoded.warning {
+                tracing::warn!("{}: {warning}", Shown(&job.name));
+            }
+            encode(&decoded.pixels, encoding)
+        })
+    };
+    let encoded = match animation::encode(&bytes, format, encoding, limits.max_pixels) {
+        Ok(Animation::Encoded(webp)) => Ok(webp),
+        Ok(Animation::Still) => still(bytes),
+        Ok(Animation::PastBudget(why)) => {
+            tracing::warn!("{}: {why}", Shown(&job.name));
+            still(bytes)
         }
-        encode(&decoded.pixels, encoding)
-    });
+        Err(e) => Err(e.context(format!("a damaged or truncated animated {}", format.name()))),
+    };
     let webp = match encoded {
         Ok(webp) => webp,
         Err(e) => return Result::Failed(format!("{e:#}")),

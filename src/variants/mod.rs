@@ -446,18 +446,26 @@ mod tests {
 
     #[test]
     fn file_names_differ_by_every_part_of_the_key() {
-        let settings = Settings { mode: crate::library::WebpMode::Lossless, max_side: 0 };
+        let settings = Settings {
+            mode: crate::library::WebpMode::Lossless,
+            max_side: 0,
+            animation: crate::library::encode::TEST_BUDGET,
+        };
         let key = Key {
             source: 1,
             image: 1,
-            variant: Variant { form: Form::Webp(Some((3, 4))), grayscale: false, blur: 0 },
+            variant: Variant { form: Form::Webp(Some((3, 4))), grayscale: false, blur: 0, frame: None },
         };
         let base = file_name(&key, settings);
         assert_eq!(base, file_name(&Key { image: 2, ..key }, settings), "names sharing a body share files");
         assert_ne!(base, file_name(&Key { source: 2, ..key }, settings));
         let gray = Variant { grayscale: true, ..key.variant };
         assert_ne!(base, file_name(&Key { variant: gray, ..key }, settings));
-        let lossy = Settings { mode: crate::library::WebpMode::Lossy(75), max_side: 0 };
+        let lossy = Settings {
+            mode: crate::library::WebpMode::Lossy(75),
+            max_side: 0,
+            animation: crate::library::encode::TEST_BUDGET,
+        };
         assert_ne!(base, file_name(&key, lossy));
         assert!(base.ends_with(".webp"));
     }

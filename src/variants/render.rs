@@ -18,8 +18,9 @@ use libwebp_sys::{
 };
 
 use super::spec::{Form, Variant, MAX_ASCII_LINES};
+use crate::library::animation::{self, WebpFrames};
 use crate::library::decode::{Format, Pixels};
-use crate::library::encode::{encode, Settings};
+use crate::library::encode::{encode, Encoding, Settings};
 
 /// Characters from darkest to lightest: dense glyphs stand for dark pixels on a light page.
 const RAMP: &[u8] = b"@%#*+=-:. ";
@@ -47,7 +48,21 @@ where
         Form::Webp(size) => size.map(|(w, h)| (u32::from(w), u32::from(h))),
         Form::Ascii(columns) => Some((u32::from(columns), 1)),
     };
-    let pixels = decode(webp, target)?;
+    let pixels = if animation::is_animated_webp(webp) {
+        let frames = WebpFrames::new(webp)?;
+        match (variant.form, variant.frame) {
+            (Form::Webp(size), None) => {
+                if let Some(animated) = animate(frames, size, variant, settings.for_source(format), go_on)? {
+                    return Ok(Output::Webp(animated));
+                }
+                // Past the animation budget at this size: a still of the first frame.
+                first_frame(WebpFrames::new(webp)?, 0)?
+            }
+            (_, frame) => first_frame(frames, frame.unwrap_or(0))?,
+        }
+    } else {
+        decode(webp, target)?
+    };
     go_on()?;
     match variant.form {
         Form::Webp(size) => {
@@ -72,11 +87,54 @@ where
     }
 }
 
+/// Frame `index` (or the last) of an animation as RGBA pixels.
+fn first_frame(frames: WebpFrames<'_>, index: u16) -> anyhow::Result<Pixels> {
+    let (width, height) = (frames.width, frames.height);
+    Ok(Pixels { width, height, alpha: true, data: frames.frame(usize::from(index))? })
+}
+
+/// Every frame of an animation scaled and cropped to `size` (or kept), with the effects, encoded
+/// as an animated WebP with the source's timing; None when the frames at that size are past the
+/// animation budget. `go_on` is asked between frames.
+fn animate<E>(
+    mut frames: WebpFrames<'_>,
+    size: Option<(u16, u16)>,
+    variant: &Variant,
+    encoding: Encoding,
+    go_on: &dyn Fn() -> Result<(), E>,
+) -> anyhow::Result<Option<Vec<u8>>>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (width, height) = size.map_or((frames.width, frames.height), |(w, h)| (u32::from(w), u32::from(h)));
+    let budget = encoding.animation.context("an animation without an animation budget")?;
+    if !budget.allows(frames.count.into(), width, height) {
+        return Ok(None);
+    }
+    let mut encoder = animation::Encoder::new(width, height, encoding, frames.loop_count)?;
+    let (source_width, source_height) = (frames.width, frames.height);
+    while let Some((rgba, timestamp)) = frames.next_frame()? {
+        go_on()?;
+        let canvas = Pixels { width: source_width, height: source_height, alpha: true, data: rgba.to_vec() };
+        let mut frame = if size.is_some() { resize(&canvas, width, height)? } else { canvas };
+        if variant.blur > 0 {
+            frame = blur(frame, variant.blur)?;
+        }
+        if variant.grayscale {
+            grayscale(&mut frame);
+        }
+        encoder.add(&frame.data, timestamp)?;
+    }
+    Ok(Some(encoder.finish(frames.last_timestamp)?))
+}
+
 /// The pixels a render of `variant` from `webp` holds at its peak: the decoded source and the
-/// output twice (a resize or blur writes a new image beside the one it reads).
+/// output twice (a resize or blur writes a new image beside the one it reads). An animation is
+/// rendered a frame at a time, but libwebp's animation encoder keeps about two frames of its own
+/// (the previous canvas and a candidate): two outputs more.
 pub(crate) fn cost(webp: &[u8], variant: &Variant) -> u64 {
     let (mut width, mut height) = (0, 0);
-    // SAFETY: reads the header of `webp` and writes the two integers.
+    // SAFETY: reads the header of `webp` (an animation's canvas) and writes the two integers.
     unsafe { libwebp_sys::WebPGetInfo(webp.as_ptr(), webp.len(), &mut width, &mut height) };
     let source = width.max(0) as u64 * height.max(0) as u64;
     let output = match variant.form {
@@ -84,7 +142,8 @@ pub(crate) fn cost(webp: &[u8], variant: &Variant) -> u64 {
         Form::Webp(None) => source,
         Form::Ascii(columns) => u64::from(columns) * u64::from(MAX_ASCII_LINES),
     };
-    source + 2 * output
+    let animated = animation::is_animated_webp(webp) && variant.frame.is_none();
+    source + if animated { 4 } else { 2 } * output
 }
 
 /// Decodes a catalogue body. When the rendition will be at most half as wide and half as high,
@@ -202,13 +261,14 @@ fn ascii(pixels: &Pixels, columns: u16) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::library::encode::{Encoding, WebpMode};
+    use crate::library::encode::WebpMode;
 
     fn go_on() -> Result<(), std::fmt::Error> {
         Ok(())
     }
 
-    const LOSSLESS: Settings = Settings { mode: WebpMode::Lossless, max_side: 0 };
+    const LOSSLESS: Settings =
+        Settings { mode: WebpMode::Lossless, max_side: 0, animation: crate::library::encode::TEST_BUDGET };
 
     /// A lossless WebP of `width` x `height`: a red-green gradient, blue 40.
     fn gradient(width: u32, height: u32) -> Vec<u8> {
@@ -217,8 +277,11 @@ mod tests {
                 (0..width).flat_map(move |x| [(x * 255 / width) as u8, (y * 255 / height) as u8, 40])
             })
             .collect();
-        encode(&Pixels { width, height, alpha: false, data }, Encoding { quality: None, max_side: 0 })
-            .unwrap()
+        encode(
+            &Pixels { width, height, alpha: false, data },
+            Encoding { quality: None, max_side: 0, animation: None },
+        )
+        .unwrap()
     }
 
     fn decoded(output: Output) -> webp::WebPImage {
@@ -227,7 +290,7 @@ mod tests {
     }
 
     fn variant(form: Form, grayscale: bool, blur: u8) -> Variant {
-        Variant { form, grayscale, blur }
+        Variant { form, grayscale, blur, frame: None }
     }
 
     #[test]
@@ -262,6 +325,61 @@ mod tests {
                 assert!(out.data.iter().all(|&v| v == 100), "{w}x{h} sigma {sigma}: edges must not darken");
             }
         }
+    }
+
+    /// A 6x4 animation of three frames, 100 ms each, each a flat colour.
+    fn animation() -> Vec<u8> {
+        let encoding = Encoding { quality: None, max_side: 0, animation: None };
+        let mut encoder = animation::Encoder::new(6, 4, encoding, 0).unwrap();
+        for (n, colour) in [[200, 0, 0, 255], [0, 200, 0, 255], [0, 0, 200, 255]].iter().enumerate() {
+            encoder.add(&colour.repeat(24), n as i32 * 100).unwrap();
+        }
+        encoder.finish(300).unwrap()
+    }
+
+    fn frames_of(webp: &[u8]) -> Vec<(u32, u32, [u8; 4], i32)> {
+        let mut frames = WebpFrames::new(webp).unwrap();
+        let (w, h) = (frames.width, frames.height);
+        let mut out = Vec::new();
+        while let Some((rgba, start)) = frames.next_frame().unwrap() {
+            out.push((w, h, rgba[..4].try_into().unwrap(), start));
+        }
+        out
+    }
+
+    #[test]
+    fn renditions_of_an_animation_are_animated_with_its_timing_or_a_still_frame_when_asked() {
+        let source = animation();
+        let render = |variant: Variant| match super::render(&source, &variant, LOSSLESS, &go_on).unwrap() {
+            Output::Webp(bytes) => bytes,
+            Output::Text(_) => panic!("text"),
+        };
+        let sized = render(variant(Form::Webp(Some((3, 2))), false, 0));
+        assert_eq!(
+            frames_of(&sized),
+            [(3, 2, [200, 0, 0, 255], 0), (3, 2, [0, 200, 0, 255], 100), (3, 2, [0, 0, 200, 255], 200)]
+        );
+        let grey = frames_of(&render(variant(Form::Webp(None), true, 0)));
+        assert_eq!(grey.len(), 3);
+        assert!(grey.iter().all(|f| f.2[0] == f.2[1] && f.2[1] == f.2[2]), "{grey:?}");
+        let still = render(Variant { frame: Some(1), ..variant(Form::Webp(Some((3, 2))), false, 0) });
+        assert!(!animation::is_animated_webp(&still));
+        let decoded = webp::Decoder::new(&still).decode().unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height(), &decoded[..3]),
+            (3, 2, &[0, 200, 0][..]),
+            "frame 1, green"
+        );
+        let past = Settings {
+            animation: crate::library::encode::Budget { frames: 100, pixels: 3 * 6 * 4 - 1 },
+            ..LOSSLESS
+        };
+        let Output::Webp(first) =
+            super::render(&source, &variant(Form::Webp(None), false, 0), past, &go_on).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!animation::is_animated_webp(&first), "past the budget at this size: a still");
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub const ASCII_WIDTHS: std::ops::RangeInclusive<u16> = 8..=400;
 /// megabytes of text (a 16 x 16,000 image at 400 columns would be 200,000 lines).
 pub const MAX_ASCII_LINES: u32 = 400;
 
+/// `?frame=N`: the largest frame index asked for (an animation has at most
+/// `--animation-frames`, and past its last frame the last one is given).
+pub const MAX_FRAME: u16 = 9_999;
+
 /// A rendition of an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Variant {
@@ -23,6 +27,9 @@ pub struct Variant {
     pub grayscale: bool,
     /// Gaussian blur sigma, 0 for none.
     pub blur: u8,
+    /// A still of this frame (0 first) of an animation; None keeps an animation animated. A
+    /// still image is its own only frame.
+    pub frame: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

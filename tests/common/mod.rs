@@ -52,7 +52,7 @@ pub fn jpeg(rgba: &[u8], width: u32, height: u32) -> Vec<u8> {
         .unwrap()
 }
 
-/// A two-frame GIF; keiko serves the first frame.
+/// A two-frame GIF, which keiko serves as a two-frame animated WebP.
 pub fn gif(width: u16, height: u16) -> Vec<u8> {
     let mut out = Vec::new();
     let mut enc = gif::Encoder::new(&mut out, width, height, &[10, 20, 30, 200, 100, 50]).unwrap();
@@ -579,6 +579,32 @@ fn client(addr: SocketAddr, keep_alive: bool, stop: &std::sync::atomic::AtomicBo
         }
     }
     report
+}
+
+/// The first frame of a served WebP (an animation's first canvas), as RGBA.
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    pub rgba: Vec<u8>,
+}
+
+/// `body` decoded as a still WebP or, failing that, as an animation's first frame.
+pub fn first_frame(body: &[u8]) -> Option<Frame> {
+    if let Some(still) = webp::Decoder::new(body).decode() {
+        let rgba = if still.is_alpha() {
+            still.to_vec()
+        } else {
+            still.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+        };
+        return Some(Frame { width: still.width(), height: still.height(), rgba });
+    }
+    let animation = webp::AnimDecoder::new(body).decode().ok()?;
+    let frame = animation.get_frame(0)?;
+    let rgba = match frame.get_layout() {
+        webp::PixelLayout::Rgba => frame.get_image().to_vec(),
+        _ => frame.get_image().chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+    };
+    Some(Frame { width: frame.width(), height: frame.height(), rgba })
 }
 
 /// Whether `body` is one complete WebP file: its RIFF header's size matches its length.
