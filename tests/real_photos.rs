@@ -150,6 +150,7 @@ fn every_exif_orientation_is_served_upright_from_jpeg_png_and_webp() {
         let info = keiko.get(&format!("/images/o{tag}.jpg/info"));
         let text = String::from_utf8_lossy(&info.body);
         assert!(text.contains("\"width\":64") && text.contains("\"height\":40"), "o{tag}.jpg: {text}");
+        assert!(text.contains("\"format\":\"JPEG\"") && text.contains("\"frames\":1"), "o{tag}.jpg: {text}");
     }
     let rendition = keiko.get("/images/o6.jpg/32/40");
     assert_eq!(rendition.status, 200);

@@ -262,7 +262,12 @@ fn animated_gif_and_webp_stay_animated_with_their_timing() {
     assert_eq!(webp_timing(&served_webp), webp_timing(&source), "the WebP's frames and timing");
     let info =
         String::from_utf8_lossy(&keiko.get("/images/animated_star_4frames.gif/info").body).into_owned();
-    assert!(info.contains("\"width\":159"), "{info}");
+    assert!(
+        info.contains("\"width\":159")
+            && info.contains("\"format\":\"GIF\"")
+            && info.contains("\"frames\":4"),
+        "{info}"
+    );
     // A rendition is animated too, with the same timing, at the asked size; ?frame=N is a still.
     let rendition = keiko.get("/images/animated_star_4frames.gif/80/60?grayscale").body;
     assert_eq!(webp_timing(&rendition), webp_timing(&served_gif), "the rendition's frames and timing");

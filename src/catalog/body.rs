@@ -84,6 +84,12 @@ impl Body {
         self.digest
     }
 
+    /// Frames in the encoded image: 1 for a still, more for an animation (read from its chunk
+    /// headers, for `/info`; never on the path of a served image).
+    pub(crate) fn frames(&self) -> u32 {
+        crate::library::animation::frame_count(&self.map)
+    }
+
     /// The image's width and height in pixels, from its header.
     pub(crate) fn dimensions(&self) -> (u32, u32) {
         (self.width, self.height)

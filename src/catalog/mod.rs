@@ -22,6 +22,7 @@ pub(crate) use body::{digest, Body};
 
 use crate::hits::Tally;
 use crate::http::response::ImageHeads;
+use crate::library::decode::Format;
 
 /// Longest file name a lookup decodes (Linux allows 255 bytes).
 const MAX_NAME: usize = 255;
@@ -32,13 +33,15 @@ pub(crate) struct Image {
     pub(crate) tally: Arc<Tally>,
     pub(crate) heads: ImageHeads,
     pub(crate) body: Arc<Body>,
+    /// The format of the file it was encoded from, for `/info`.
+    pub(crate) source: Format,
 }
 
 impl Image {
     /// `max_age`: how long caches may keep `/images/<name>` responses, in seconds.
-    pub(crate) fn new(tally: Arc<Tally>, body: Arc<Body>, max_age: u32) -> Image {
+    pub(crate) fn new(tally: Arc<Tally>, body: Arc<Body>, source: Format, max_age: u32) -> Image {
         let heads = ImageHeads::new(&tally.name, "image/webp", body.len(), body.digest(), max_age, "");
-        Image { tally, heads, body }
+        Image { tally, heads, body, source }
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -163,7 +166,14 @@ mod tests {
         let webp = body::tests::tiny_webp();
         let images = names
             .iter()
-            .map(|n| Arc::new(Image::new(registry.intern(n), Arc::new(Body::in_memory(&webp).unwrap()), 60)))
+            .map(|n| {
+                Arc::new(Image::new(
+                    registry.intern(n),
+                    Arc::new(Body::in_memory(&webp).unwrap()),
+                    Format::Png,
+                    60,
+                ))
+            })
             .collect();
         Catalog::new(images, true)
     }

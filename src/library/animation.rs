@@ -98,6 +98,25 @@ fn past(frames: u64, counted_all: bool, width: u32, height: u32, budget: Budget)
     )
 }
 
+/// How many frames a WebP file holds (1 for a still), from its chunk headers alone: libwebp's
+/// demuxer reads no pixels and allocates no canvas.
+pub(crate) fn frame_count(bytes: &[u8]) -> u32 {
+    if !is_animated_webp(bytes) {
+        return 1;
+    }
+    let data = webp::WebPData { bytes: bytes.as_ptr(), size: bytes.len() };
+    // SAFETY: `bytes` outlives the demuxer, which is deleted before returning.
+    unsafe {
+        let demuxer = webp::WebPDemuxInternal(&data, 0, ptr::null_mut(), webp::WEBP_DEMUX_ABI_VERSION as _);
+        if demuxer.is_null() {
+            return 1;
+        }
+        let frames = webp::WebPDemuxGetI(demuxer, webp::WebPFormatFeature::WEBP_FF_FRAME_COUNT);
+        webp::WebPDemuxDelete(demuxer);
+        frames.max(1)
+    }
+}
+
 /// Whether a WebP file is an animation (an extended file with an `ANIM` chunk).
 pub(crate) fn is_animated_webp(bytes: &[u8]) -> bool {
     // VP8X flags: bit 1 (0x02) is "animation".
@@ -380,6 +399,7 @@ mod tests {
             panic!("not animated")
         };
         assert!(is_animated_webp(&webp));
+        assert_eq!(frame_count(&webp), 3);
         let (frames, loops) = frames(&webp);
         let starts: Vec<i32> = frames.iter().map(|f| f.1).collect();
         assert_eq!(starts, [0, 100, 300, 350], "starts, then the end of the last frame");

@@ -186,7 +186,8 @@ impl State {
     /// new name's hit identity).
     fn renamed(&mut self, found: Found, old: Tracked) {
         let serving = old.serving.map(|(image, key)| {
-            (Arc::new(Image::new(self.registry.intern(&found.name), image.body.clone(), self.max_age)), key)
+            let name = self.registry.intern(&found.name);
+            (Arc::new(Image::new(name, image.body.clone(), image.source, self.max_age)), key)
         });
         self.changed |= serving.is_some();
         self.files
@@ -216,6 +217,7 @@ impl State {
                         let image = Arc::new(Image::new(
                             self.registry.intern(&found.name),
                             Arc::new(body),
+                            format,
                             self.max_age,
                         ));
                         tracked.serving = Some((image, key.clone()));
@@ -228,8 +230,8 @@ impl State {
                     }
                 } else if let Some((body, _)) = self.cache.get(&served, written) {
                     // Encoded with other settings: serve that until the new encoding is ready.
-                    let image =
-                        Arc::new(Image::new(self.registry.intern(&found.name), Arc::new(body), self.max_age));
+                    let name = self.registry.intern(&found.name);
+                    let image = Arc::new(Image::new(name, Arc::new(body), format, self.max_age));
                     tracked.serving = Some((image, served));
                     self.changed = true;
                 }
@@ -259,8 +261,11 @@ impl State {
         self.unsaved = true;
         match done.result {
             pool::Result::Ready { body, outcome } => {
-                let Outcome::Encoded { key, .. } = &outcome else { unreachable!("ready means encoded") };
-                let image = Arc::new(Image::new(self.registry.intern(&done.name), body, self.max_age));
+                let Outcome::Encoded { key, format, .. } = &outcome else {
+                    unreachable!("ready means encoded")
+                };
+                let image =
+                    Arc::new(Image::new(self.registry.intern(&done.name), body, *format, self.max_age));
                 tracked.serving = Some((image, key.clone()));
                 tracked.record = Some(outcome);
                 self.changed = true;

@@ -18,6 +18,10 @@ struct Info<'a> {
     name: &'a str,
     width: u32,
     height: u32,
+    /// The format of the source file ("JPEG", "HEIC", ...); what is served is always WebP.
+    format: &'static str,
+    /// Frames of the served WebP: more than 1 for an animation.
+    frames: u32,
     bytes: usize,
     hits: u64,
     url: String,
@@ -32,6 +36,8 @@ impl<'a> Info<'a> {
             name: image.name(),
             width,
             height,
+            format: image.source.name(),
+            frames: image.body.frames(),
             bytes: image.body.len(),
             hits: image.tally.total(),
             url: format!("{path}/info"),
