@@ -148,3 +148,79 @@ fn the_content_index_hashes_files_as_a_stream_and_skips_oversized_ones() {
     let peak = keiko.peak_rss_kib();
     assert!(peak < 80 << 10, "peak RSS {peak} KiB: a file was held whole");
 }
+
+/// A GIF of `frames` frames of `side` x `side`, each one flat colour: kilobytes on disk,
+/// `frames` x `side`² pixels decoded.
+fn flat_gif(side: u16, frames: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut out, side, side, &[0, 0, 0, 255, 255, 255]).unwrap();
+        for n in 0..frames {
+            let pixels = vec![(n % 2) as u8; usize::from(side) * usize::from(side)];
+            let frame = gif::Frame {
+                width: side,
+                height: side,
+                delay: 5,
+                buffer: pixels.into(),
+                ..Default::default()
+            };
+            encoder.write_frame(&frame).unwrap();
+        }
+    }
+    out
+}
+
+/// A TIFF whose header claims `width` x `height` over a few real pixels.
+fn tiff_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    tiff::encoder::TiffEncoder::new(&mut out)
+        .unwrap()
+        .write_image::<tiff::encoder::colortype::RGB8>(2, 2, &[9; 12])
+        .unwrap();
+    let mut tiff = out.into_inner();
+    let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
+    let entries = u16::from_le_bytes(tiff[ifd..ifd + 2].try_into().unwrap()) as usize;
+    for entry in (0..entries).map(|n| ifd + 2 + n * 12) {
+        let tag = u16::from_le_bytes(tiff[entry..entry + 2].try_into().unwrap());
+        let value = match tag {
+            256 => width,
+            257 => height,
+            _ => continue,
+        };
+        // The encoder writes both as LONG (type 4), one value, inline.
+        assert_eq!(
+            u16::from_le_bytes(tiff[entry + 2..entry + 4].try_into().unwrap()),
+            4,
+            "tag {tag} is a LONG"
+        );
+        tiff[entry + 8..entry + 12].copy_from_slice(&value.to_le_bytes());
+    }
+    tiff
+}
+
+#[test]
+fn an_animation_past_its_budget_and_a_lying_tiff_cost_no_memory() {
+    // 40 frames of 2000 x 2000: 160 megapixels, past the default 100 of --animation-megapixels.
+    let animation = flat_gif(2000, 40);
+    assert!(animation.len() < 2_000_000, "a small file: {} bytes", animation.len());
+    let liar = tiff_claiming(100_000, 100_000);
+    let images = Images::standard();
+    images.add("bomb.gif", &animation);
+    images.add("liar.tif", &liar);
+    let tmp = tempfile::tempdir().unwrap();
+    let keiko = start(&images, &tmp);
+    let body = keiko.get("/images/bomb.gif").body;
+    let still = webp::Decoder::new(&body).decode().expect("served as a still");
+    assert_eq!((still.width(), still.height()), (2000, 2000));
+    assert!(
+        keiko.log().contains("bomb.gif: an animation of 26 or more frames of 2000x2000 is past the budget"),
+        "{}",
+        keiko.log()
+    );
+    assert_eq!(keiko.get("/images/liar.tif").status, 404);
+    assert!(keiko.log().contains("skipping liar.tif: it is 100000x100000"), "{}", keiko.log());
+    let r = put(&keiko, "liar-upload.tif", &liar);
+    assert_eq!(r.status, 415, "{}", String::from_utf8_lossy(&r.body));
+    let peak = keiko.peak_rss_kib();
+    assert!(peak < PEAK_RSS_KIB, "peak RSS {peak} KiB, over {PEAK_RSS_KIB} KiB");
+}
