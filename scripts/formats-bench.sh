@@ -37,7 +37,7 @@ if [ -z "$SOURCE" ]; then SOURCE="$ROOT/assets/images/coffee.jpg"; SCALE=2400; f
 
 need_packages netpbm:pnmtotiff libjpeg-turbo-progs:cjpeg libjxl-tools:cjxl libheif-examples:heif-enc \
   liblcms2-utils:jpgicc libgs-common:/usr/share/color/icc/ghostscript/a98.icc \
-  libheif-dev:/usr/include/libheif/heif.h pkg-config:pkg-config curl:curl
+  libheif-dev:/usr/include/*/libheif/heif.h pkg-config:pkg-config curl:curl
 if [ -n "${KEIKO_BIN:-}" ]; then
   KEIKO=$(keiko_bin)
 else

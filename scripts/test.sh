@@ -34,7 +34,7 @@ done
 # profile; and libheif itself, for the build with the `heif` feature.
 need_packages prometheus:promtool postgresql:/usr/lib/postgresql/*/bin/postgres chromium haproxy wrk \
   netpbm:tifftopnm libjxl-tools:djxl liblcms2-utils:jpgicc libheif-examples:heif-convert \
-  libgs-common:/usr/share/color/icc/ghostscript/default_cmyk.icc libheif-dev:/usr/include/libheif/heif.h \
+  libgs-common:/usr/share/color/icc/ghostscript/default_cmyk.icc libheif-dev:/usr/include/*/libheif/heif.h \
   pkg-config:pkg-config
 
 cargo test --all-targets --features test-hooks "${CARGO_ARGS[@]}"
