@@ -26,7 +26,7 @@ use keiko::http::request::{parse, Method, Parsed, Rejection, MAX_HEAD};
 use keiko::http::response::Connection;
 use keiko::http::route::{Endpoint, Pick, Presets, Route, Router, MAX_LIMIT, MAX_SEED};
 use keiko::variants::spec::Variant;
-use keiko::variants::spec::{Form, ASCII_WIDTHS, MAX_BLUR, MAX_SIDE};
+use keiko::variants::spec::{Form, ASCII_WIDTHS, MAX_BLUR, MAX_FRAME, MAX_SIDE};
 use libfuzzer_sys::fuzz_target;
 
 /// What the connection did, with positions as offsets into the client's byte stream.
@@ -134,11 +134,14 @@ fn check_route(method: Method, path: &[u8], query: &[u8]) -> Option<Route> {
 /// A rendition the router accepted keeps every documented limit.
 fn check_variant(v: Variant) {
     assert!(v.blur <= MAX_BLUR);
+    assert!(v.frame.is_none_or(|frame| frame <= MAX_FRAME));
     match v.form {
         Form::Webp(Some((w, h))) => {
             assert!((1..=MAX_SIDE).contains(&u32::from(w)) && (1..=MAX_SIDE).contains(&u32::from(h)))
         }
-        Form::Webp(None) => assert!(v.blur > 0 || v.grayscale, "a variant without a change"),
+        Form::Webp(None) => {
+            assert!(v.blur > 0 || v.grayscale || v.frame.is_some(), "a variant without a change")
+        }
         Form::Ascii(width) => assert!(ASCII_WIDTHS.contains(&width)),
     }
 }
