@@ -2,23 +2,25 @@
 //! hurting the server.
 //!
 //! The format is told by content, not by file name: JPEG goes through zune-jpeg, PNG through the
-//! `png` crate, GIF (first frame) through the `gif` crate and WebP through libwebp. Each decoder
-//! also hands over the colour profile and EXIF block it found, and [`develop`] makes the picture
-//! upright and sRGB before anything else sees it. Before any
-//! decoder runs, [`probe`] reads the dimensions from the file's header, so that a file claiming
-//! 100,000 x 100,000 pixels is refused before a byte of pixels is allocated.
+//! `png` crate, GIF (first frame; `animation` keeps the rest) through the `gif` crate, WebP through
+//! libwebp, TIFF and BMP through the image crate, JPEG XL through jxl-oxide and, with the `heif`
+//! feature, HEIC and AVIF through libheif (`heif`). Each decoder also hands over the colour profile
+//! and orientation it found, and [`develop`] makes the picture upright and sRGB before anything
+//! else sees it. Before any decoder runs, [`probe`] reads the dimensions from the file's header, so
+//! that a file claiming 100,000 x 100,000 pixels is refused before a byte of pixels is allocated.
 //!
 //! Memory is bounded for every input, not only its pixels. Metadata never inflates past
 //! [`METADATA_BUDGET`]: the `png` crate keeps compressed text chunks compressed and inflates a
 //! colour profile only up to its limit, decoding the image without a profile that is larger
-//! (zune-png inflated both without one: a 1 MB file took 2.8 GB); JPEG, GIF and WebP keep their
-//! metadata uncompressed, so it is bounded by the file.
+//! (zune-png inflated both without one: a 1 MB file took 2.8 GB); the image crate's decoders and
+//! jxl-oxide work within an allocation limit; JPEG, GIF and WebP keep their metadata uncompressed,
+//! so it is bounded by the file.
 //!
 //! One policy for damaged files, the same for uploads and for the library: an image is served only
 //! when its decoder read all of it. A JPEG whose data ends early is refused (zune-jpeg's strict
-//! mode), never filled in as a large grey image; so is a PNG whose image data ends early. Everything ends in the one layout the WebP encoder takes: interleaved
-//! 8-bit RGB, or RGBA when some pixel is not fully opaque. Errors are worded for the operator's
-//! log ("a damaged or truncated PNG"), with the decoder's own words after them.
+//! mode), never filled in as a large grey image; so is a PNG or a JPEG XL whose data ends early.
+//! Everything ends in [`Pixels`], the one layout the WebP encoder takes. Errors are worded for the
+//! operator's log ("a damaged or truncated PNG"), with the decoder's own words after them.
 
 use anyhow::{anyhow, bail, Context};
 use zune_core::bytestream::ZCursor;
