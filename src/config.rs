@@ -57,7 +57,8 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
 
     /// WebP encoding: lossless (exact pixels), lossy:Q (quality 0-100), or auto (lossless for PNG,
-    /// GIF and lossless WebP sources, lossy:75 for JPEG and lossy WebP)
+    /// GIF, lossless WebP, TIFF and BMP sources, lossy:75 for JPEG, lossy WebP, JPEG XL, HEIC and
+    /// AVIF)
     #[arg(long, env = "KEIKO_WEBP", default_value = "lossless")]
     pub webp: WebpMode,
 

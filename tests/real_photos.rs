@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{Images, Keiko, Options};
+use common::{difference, served_rgb as served, Images, Keiko, Options};
 use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
 use moxcms::{ColorProfile, Layout, TransformOptions};
@@ -102,26 +100,6 @@ fn webp(image: &RgbImage, exif: &[u8]) -> Vec<u8> {
     file
 }
 
-fn served(keiko: &Keiko, name: &str) -> RgbImage {
-    let r = keiko.get(&format!("/images/{name}"));
-    assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
-    let decoded = webp::Decoder::new(&r.body).decode().unwrap_or_else(|| panic!("{name}: not a WebP"));
-    let (w, h) = (decoded.width(), decoded.height());
-    let rgb = if decoded.is_alpha() {
-        decoded.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
-    } else {
-        decoded.to_vec()
-    };
-    RgbImage::from_raw(w, h, rgb).unwrap()
-}
-
-/// The mean and largest absolute difference per sample; panics on different sizes.
-fn difference(name: &str, a: &RgbImage, b: &RgbImage) -> (f64, u8) {
-    assert_eq!(a.dimensions(), b.dimensions(), "{name}: size");
-    let diffs: Vec<u8> = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).collect();
-    (diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64, *diffs.iter().max().unwrap())
-}
-
 fn start(images: &Images, tmp: &tempfile::TempDir) -> Keiko {
     Keiko::start_with(images.path(), &tmp.path().join("k.db"), Options::default())
 }
@@ -204,17 +182,10 @@ fn display_p3_and_adobe_rgb_photos_come_back_in_srgb() {
     }
 }
 
-/// Ghostscript's default CMYK profile, from Debian's libgs-common (installed when missing).
+/// Ghostscript's default CMYK profile, from Debian's libgs-common.
 fn cmyk_profile() -> Vec<u8> {
-    let path = std::path::Path::new("/usr/share/color/icc/ghostscript/default_cmyk.icc");
-    if !path.exists() {
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "libgs-common"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "apt-get install libgs-common failed");
-    }
-    std::fs::read(path).unwrap()
+    std::fs::read(common::debian("libgs-common", "/usr/share/color/icc/ghostscript/default_cmyk.icc"))
+        .unwrap()
 }
 
 #[test]

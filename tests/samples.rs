@@ -6,35 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{Images, Keiko, Options};
+use common::{difference, served_rgb as served, Images, Keiko, Options};
+use image::RgbImage;
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/samples");
-
-/// 8-bit RGB pixels and their size.
-#[derive(Debug, Clone, PartialEq)]
-struct Rgb {
-    width: u32,
-    height: u32,
-    data: Vec<u8>,
-}
-
-/// `binary`, installed from Debian's `package` when it is not on the PATH.
-fn tool(package: &str, binary: &str) -> PathBuf {
-    let found = |b: &str| {
-        std::env::var_os("PATH")
-            .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(b)).find(|p| p.exists()))
-    };
-    if let Some(path) = found(binary) {
-        return path;
-    }
-    let ok =
-        Command::new("apt-get").args(["install", "-y", "-qq", package]).status().is_ok_and(|s| s.success());
-    assert!(ok, "apt-get install {package} failed");
-    found(binary).unwrap_or_else(|| panic!("{package} has no {binary}"))
-}
 
 fn run(command: &mut Command) {
     let out = command.output().unwrap();
@@ -42,7 +20,7 @@ fn run(command: &mut Command) {
 }
 
 /// A binary PPM (P6), 8 or 16 bits a sample; 16-bit samples rounded to 8 bits.
-fn ppm(bytes: &[u8]) -> Rgb {
+fn ppm(bytes: &[u8]) -> RgbImage {
     let mut fields = Vec::new();
     let mut at = 0;
     while fields.len() < 4 {
@@ -66,12 +44,11 @@ fn ppm(bytes: &[u8]) -> Rgb {
     } else {
         raw.to_vec()
     };
-    assert_eq!(data.len(), (width * height * 3) as usize);
-    Rgb { width, height, data }
+    RgbImage::from_raw(width, height, data).expect("a whole PPM")
 }
 
 /// An 8-bit PNG's pixels as RGB (alpha dropped), and its colour profile.
-fn png(bytes: &[u8]) -> (Rgb, Option<Vec<u8>>) {
+fn png(bytes: &[u8]) -> (RgbImage, Option<Vec<u8>>) {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().unwrap();
@@ -84,36 +61,17 @@ fn png(bytes: &[u8]) -> (Rgb, Option<Vec<u8>>) {
         png::ColorType::Rgba => data.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
         other => panic!("reference PNG in {other:?}"),
     };
-    (Rgb { width: frame.width, height: frame.height, data }, icc)
+    (RgbImage::from_raw(frame.width, frame.height, data).unwrap(), icc)
 }
 
-fn jpeg(bytes: &[u8]) -> Rgb {
+fn jpeg(bytes: &[u8]) -> RgbImage {
     let options = zune_core::options::DecoderOptions::default()
         .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
     let mut decoder =
         zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), options);
     let data = decoder.decode().unwrap();
     let (width, height) = decoder.dimensions().unwrap();
-    Rgb { width: width as u32, height: height as u32, data }
-}
-
-fn served(keiko: &Keiko, name: &str) -> Rgb {
-    let r = keiko.get(&format!("/images/{name}"));
-    assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
-    let image = webp::Decoder::new(&r.body).decode().unwrap_or_else(|| panic!("{name}: not a WebP"));
-    let data = if image.is_alpha() {
-        image.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
-    } else {
-        image.to_vec()
-    };
-    Rgb { width: image.width(), height: image.height(), data }
-}
-
-/// Mean and largest absolute difference per sample, after checking the sizes agree.
-fn difference(name: &str, a: &Rgb, b: &Rgb) -> (f64, u8) {
-    assert_eq!((a.width, a.height), (b.width, b.height), "{name}: size");
-    let diffs: Vec<u8> = a.data.iter().zip(&b.data).map(|(x, y)| x.abs_diff(*y)).collect();
-    (diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64, *diffs.iter().max().unwrap())
+    RgbImage::from_raw(width as u32, height as u32, data).unwrap()
 }
 
 /// keiko serving copies of the named samples.
@@ -131,7 +89,7 @@ fn serve(names: &[&str]) -> (Images, tempfile::TempDir, Keiko) {
 /// which is stored upright.
 fn all_like_the_first(keiko: &Keiko, names: &[&str], size: (u32, u32), tolerance: f64) {
     let upright = served(keiko, names[0]);
-    assert_eq!((upright.width, upright.height), size, "{}", names[0]);
+    assert_eq!(upright.dimensions(), size, "{}", names[0]);
     for name in &names[1..] {
         let (mean, _) = difference(name, &served(keiko, name), &upright);
         assert!(mean <= tolerance, "{name}: mean difference {mean:.2} from {}", names[0]);
@@ -146,13 +104,13 @@ fn the_eight_orientations_and_an_iphone_photo_are_served_upright() {
     let (_images, _tmp, keiko) = serve(&all);
     all_like_the_first(&keiko, &all[..8], (50, 70), 6.0);
     let phone = served(&keiko, "iphone4s_orientation6.jpg");
-    assert_eq!((phone.width, phone.height), (102, 205), "stored 205x102, shown a quarter turned");
+    assert_eq!(phone.dimensions(), (102, 205), "stored 205x102, shown a quarter turned");
 }
 
 #[test]
 fn tiff_and_bmp_match_netpbm() {
-    let tifftopnm = tool("netpbm", "tifftopnm");
-    let bmptopnm = tool("netpbm", "bmptopnm");
+    let tifftopnm = common::debian("netpbm", "tifftopnm");
+    let bmptopnm = common::debian("netpbm", "bmptopnm");
     let files = ["rgb8_lzw.tiff", "rgb16_pixelmator.tiff", "rgb24.bmp"];
     let (_images, _tmp, keiko) = serve(&files);
     for name in files {
@@ -166,7 +124,7 @@ fn tiff_and_bmp_match_netpbm() {
 
 #[test]
 fn jpeg_xl_matches_djxl() {
-    let djxl = tool("libjxl-tools", "djxl");
+    let djxl = common::debian("libjxl-tools", "djxl");
     let name = "tulips_cc0_cjxl.jxl";
     let (_images, tmp, keiko) = serve(&[name]);
     let reference = tmp.path().join("reference.png");
@@ -178,7 +136,7 @@ fn jpeg_xl_matches_djxl() {
 
 #[test]
 fn a_display_p3_phone_photo_matches_little_cms() {
-    let jpgicc = tool("liblcms2-utils", "jpgicc");
+    let jpgicc = common::debian("liblcms2-utils", "jpgicc");
     let name = "iphone14promax_displayp3.jpg";
     let (_images, tmp, keiko) = serve(&[name]);
     let converted = tmp.path().join("srgb.jpg");
@@ -196,7 +154,7 @@ fn a_display_p3_phone_photo_matches_little_cms() {
 #[cfg(feature = "heif")]
 #[test]
 fn heic_and_avif_match_heif_convert() {
-    let heif_convert = tool("libheif-examples", "heif-convert");
+    let heif_convert = common::debian("libheif-examples", "heif-convert");
     // heif-convert writes every top-level image, numbered when there are several; keiko serves the
     // primary one, which is the second of pug_p3_3images.heic's three (heif-info says so).
     let files = [("hopper.avif", "out.png"), ("pug_p3_3images.heic", "out-2.png")];
@@ -217,9 +175,9 @@ fn heic_and_avif_match_heif_convert() {
                     moxcms::TransformOptions::default(),
                 )
                 .unwrap();
-            let mut srgb = vec![0; reference.data.len()];
-            transform.transform(&reference.data, &mut srgb).unwrap();
-            reference.data = srgb;
+            let mut srgb = vec![0; reference.as_raw().len()];
+            transform.transform(reference.as_raw(), &mut srgb).unwrap();
+            reference = RgbImage::from_raw(reference.width(), reference.height(), srgb).unwrap();
         }
         let (mean, max) = difference(name, &served(&keiko, name), &reference);
         assert!(mean <= 0.5 && max <= 4, "{name}: mean {mean:.3}, largest {max} from heif-convert");

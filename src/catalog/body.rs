@@ -22,6 +22,7 @@ pub(crate) struct Body {
     digest: u128,
     width: u32,
     height: u32,
+    frames: std::sync::OnceLock<u32>,
 }
 
 /// 128 bits of BLAKE3 of `bytes`.
@@ -49,7 +50,14 @@ impl Body {
         let map =
             unsafe { MmapOptions::new().len(len).map(&file) }.context("cannot map the encoded image")?;
         let digest = digest.unwrap_or_else(|| self::digest(&map));
-        Ok(Body { file, map, digest, width: size.width as u32, height: size.height as u32 })
+        Ok(Body {
+            file,
+            map,
+            digest,
+            width: size.width as u32,
+            height: size.height as u32,
+            frames: std::sync::OnceLock::new(),
+        })
     }
 
     /// `bytes` in a sealed anonymous memory file, for when the cache directory is not writable.
@@ -84,10 +92,11 @@ impl Body {
         self.digest
     }
 
-    /// Frames in the encoded image: 1 for a still, more for an animation (read from its chunk
-    /// headers, for `/info`; never on the path of a served image).
+    /// Frames in the encoded image: 1 for a still, more for an animation. Read from its chunk
+    /// headers the first time `/info` or `/v2/list` asks, not at load (a warm start must not touch
+    /// every mapped body), and kept.
     pub(crate) fn frames(&self) -> u32 {
-        crate::library::animation::frame_count(&self.map)
+        *self.frames.get_or_init(|| crate::library::animation::frame_count(&self.map))
     }
 
     /// The image's width and height in pixels, from its header.

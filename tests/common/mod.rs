@@ -614,3 +614,39 @@ pub fn is_whole_webp(body: &[u8]) -> bool {
         && &body[8..12] == b"WEBP"
         && u32::from_le_bytes(body[4..8].try_into().unwrap()) as usize + 8 == body.len()
 }
+
+/// `/images/<name>` as keiko serves it, decoded to RGB (alpha dropped; an animation's first frame).
+pub fn served_rgb(keiko: &Keiko, name: &str) -> image::RgbImage {
+    let r = keiko.get(&format!("/images/{name}"));
+    assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+    let frame = first_frame(&r.body).unwrap_or_else(|| panic!("{name}: not a WebP"));
+    let rgb = frame.rgba.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    image::RgbImage::from_raw(frame.width, frame.height, rgb).unwrap()
+}
+
+/// The mean and largest absolute difference per sample of two images of the same size.
+pub fn difference(name: &str, a: &image::RgbImage, b: &image::RgbImage) -> (f64, u8) {
+    assert_eq!(a.dimensions(), b.dimensions(), "{name}: size");
+    let diffs: Vec<u8> = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).collect();
+    (diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64, *diffs.iter().max().unwrap())
+}
+
+/// `file`, an absolute path or a program on the PATH, installed from Debian's `package` when it is
+/// missing (scripts/test.sh installs them all beforehand; this serves a lone `cargo test`).
+pub fn debian(package: &str, file: &str) -> PathBuf {
+    let find = || {
+        if file.starts_with('/') {
+            Some(PathBuf::from(file)).filter(|p| p.exists())
+        } else {
+            std::env::var_os("PATH")
+                .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(file)).find(|p| p.exists()))
+        }
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    let installed =
+        Command::new("apt-get").args(["install", "-y", "-qq", package]).status().is_ok_and(|s| s.success());
+    assert!(installed, "apt-get install {package} failed");
+    find().unwrap_or_else(|| panic!("{package} has no {file}"))
+}
