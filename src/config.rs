@@ -78,6 +78,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub animation_megapixels: u64,
 
+    /// With a lossy or auto --webp, images whose WebP is lossy also get an AVIF encoding in the
+    /// background (after every WebP), up to this many megapixels; 0 = no AVIF
+    #[arg(long, env = "KEIKO_AVIF_MAX_MEGAPIXELS", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    pub avif_max_megapixels: u64,
+
     /// Skip images of more pixels than this (judged from the header, before decoding)
     #[arg(long, env = "KEIKO_MAX_PIXELS", default_value_t = 50_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -286,6 +292,7 @@ impl Config {
             encoders,
             rescan: (self.rescan_secs > 0).then(|| Duration::from_secs(self.rescan_secs)),
             max_age: self.max_age,
+            avif_max_pixels: self.avif_max_megapixels * 1_000_000,
         })
     }
 

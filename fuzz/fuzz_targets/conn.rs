@@ -26,7 +26,7 @@ use keiko::http::request::{parse, Method, Parsed, Rejection, MAX_HEAD};
 use keiko::http::response::Connection;
 use keiko::http::route::{Endpoint, Pick, Presets, Route, Router, MAX_LIMIT, MAX_SEED};
 use keiko::variants::spec::Variant;
-use keiko::variants::spec::{Form, ASCII_WIDTHS, MAX_BLUR, MAX_FRAME, MAX_SIDE};
+use keiko::variants::spec::{Crop, Fit, Form, ASCII_WIDTHS, MAX_BLUR, MAX_FRAME, MAX_SIDE};
 use libfuzzer_sys::fuzz_target;
 
 /// What the connection did, with positions as offsets into the client's byte stream.
@@ -135,14 +135,21 @@ fn check_route(method: Method, path: &[u8], query: &[u8]) -> Option<Route> {
 fn check_variant(v: Variant) {
     assert!(v.blur <= MAX_BLUR);
     assert!(v.frame.is_none_or(|frame| frame <= MAX_FRAME));
+    assert!(v.quality.is_none_or(|q| (1..=100).contains(&q)));
+    assert!(v.crop == Crop::Centre || v.fit == Fit::Cover, "a crop only covers");
     match v.form {
-        Form::Webp(Some((w, h))) => {
+        Form::Picture(Some((w, h))) => {
             assert!((1..=MAX_SIDE).contains(&u32::from(w)) && (1..=MAX_SIDE).contains(&u32::from(h)))
         }
-        Form::Webp(None) => {
-            assert!(v.blur > 0 || v.grayscale || v.frame.is_some(), "a variant without a change")
+        Form::Picture(None) => {
+            assert!(v.fit == Fit::Cover && v.crop == Crop::Centre, "a fit or crop without a size");
+            let changed = v.blur > 0 || v.grayscale || v.frame.is_some() || v.codec.is_some() || v.quality.is_some();
+            assert!(changed, "a variant without a change")
         }
-        Form::Ascii(width) => assert!(ASCII_WIDTHS.contains(&width)),
+        Form::Ascii(width) => {
+            assert!(ASCII_WIDTHS.contains(&width));
+            assert!(v.codec.is_none() && v.quality.is_none(), "a format for ASCII art");
+        }
     }
 }
 

@@ -147,7 +147,9 @@ fn encode_file(path: &Path, settings: Settings, limits: Limits) -> anyhow::Resul
 
 fn send(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> anyhow::Result<()> {
     let tails = Tails::at(SystemTime::now(), None);
-    stream
-        .write_all(&[head, tails.get(Tail { connection: Connection::Close, cors: false }), body].concat())?;
+    stream.write_all(
+        &[head, tails.get(Tail { connection: Connection::Close, cors: false, vary_accept: false }), body]
+            .concat(),
+    )?;
     Ok(())
 }

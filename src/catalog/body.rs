@@ -1,4 +1,4 @@
-//! One encoded WebP body as it is served: an open file, mapped read-only.
+//! One encoded body (WebP or AVIF) as it is served: an open file, mapped read-only.
 //!
 //! The file is normally an entry of the on-disk cache (the library writes it once, atomically,
 //! and never changes it afterwards), so the body lives in the page cache: small responses are
@@ -32,16 +32,25 @@ pub(crate) fn digest(bytes: &[u8]) -> u128 {
 }
 
 impl Body {
-    /// Maps `file` of `len` bytes, which must hold a whole WebP image (see [`is_whole_webp`]) and
-    /// never change. `digest` is the bytes' [`digest`] when it is known (from the manifest);
+    /// Maps `file` of `len` bytes, which must hold a whole WebP image (see [`is_whole_webp`]) or
+    /// a whole AVIF image (see [`is_whole_avif`]) and never change. `digest` is the bytes' [`digest`] when it is known (from the manifest);
     /// otherwise the bytes are read to compute it.
     /// The check reads the header with pread, not through the mapping: touching a mapped page
     /// would map its whole (possibly multi-megabyte) folio, and a warm start must not do that
     /// for every image.
     pub(crate) fn map(file: File, len: usize, digest: Option<u128>) -> anyhow::Result<Body> {
-        let mut header = [0u8; 32];
-        let read = file.read_at(&mut header, 0).context("cannot read the encoded image")?;
-        anyhow::ensure!(is_whole_webp(&header[..read], len), "the encoded image is not a whole WebP file");
+        // A WebP's size is in its first 30 bytes; an AVIF's in its `meta` box, which keiko's
+        // encoder writes before the image data.
+        let mut header = [0u8; 4096];
+        let read = file.read_at(&mut header[..32], 0).context("cannot read the encoded image")?;
+        let webp = &header[..read.min(4)] == b"RIFF";
+        let read = if webp {
+            read
+        } else {
+            file.read_at(&mut header, 0).context("cannot read the encoded image")?
+        };
+        let whole = if webp { is_whole_webp(&header[..read], len) } else { is_whole_avif(&file, len) };
+        anyhow::ensure!(whole, "the encoded image is not a whole WebP or AVIF file");
         let size = imagesize::blob_size(&header[..read])
             .map_err(|e| anyhow::anyhow!("the encoded image's header cannot be read: {e}"))?;
         // SAFETY: cache files are written once under a temporary name and renamed into place;
@@ -120,6 +129,35 @@ fn is_whole_webp(header: &[u8], len: usize) -> bool {
         && u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize + 8 == len
         && &header[8..12] == b"WEBP"
         && matches!(&header[12..16], b"VP8 " | b"VP8L" | b"VP8X")
+}
+
+/// Whether `file` of `len` bytes is a complete AVIF file as keiko's encoder writes it: an `ftyp`
+/// box naming the `avif` brand first, then top-level boxes whose sizes add up to the length
+/// exactly (a handful of small reads, never the image data).
+fn is_whole_avif(file: &File, len: usize) -> bool {
+    let mut at = 0u64;
+    let mut boxes = 0;
+    while at < len as u64 {
+        let mut head = [0u8; 16];
+        let Ok(read) = file.read_at(&mut head, at) else { return false };
+        if read < 8 || boxes > 16 {
+            return false;
+        }
+        if boxes == 0 && (&head[4..8] != b"ftyp" || &head[8..12] != b"avif") {
+            return false;
+        }
+        let size = match u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
+            0 => len as u64 - at,
+            1 if read == 16 => u64::from_be_bytes(head[8..16].try_into().expect("eight bytes")),
+            size => u64::from(size),
+        };
+        if size < 8 {
+            return false;
+        }
+        at += size;
+        boxes += 1;
+    }
+    at == len as u64 && boxes > 1
 }
 
 #[cfg(test)]

@@ -23,25 +23,65 @@ pub(crate) use body::{digest, Body};
 use crate::hits::Tally;
 use crate::http::response::ImageHeads;
 use crate::library::decode::Format;
+use crate::variants::spec::Codec;
 
 /// Longest file name a lookup decodes (Linux allows 255 bytes).
 const MAX_NAME: usize = 255;
 
-/// One servable image: its name and hit identity, the heads of its 200 responses (without
-/// Date/Connection and the blank line) and its body.
+/// One servable image: its name and hit identity, and its encodings: always WebP, and AVIF once
+/// the library's backfill has made it.
 pub(crate) struct Image {
     pub(crate) tally: Arc<Tally>,
-    pub(crate) heads: ImageHeads,
-    pub(crate) body: Arc<Body>,
+    pub(crate) webp: Encoded,
+    pub(crate) avif: Option<Encoded>,
     /// The format of the file it was encoded from, for `/info`.
     pub(crate) source: Format,
 }
 
-impl Image {
+/// One encoding of an image: the heads of its 200 responses (without Date/Connection and the
+/// blank line) and its body.
+pub(crate) struct Encoded {
+    pub(crate) heads: ImageHeads,
+    pub(crate) body: Arc<Body>,
+}
+
+impl Encoded {
     /// `max_age`: how long caches may keep `/images/<name>` responses, in seconds.
-    pub(crate) fn new(tally: Arc<Tally>, body: Arc<Body>, source: Format, max_age: u32) -> Image {
-        let heads = ImageHeads::new(&tally.name, "image/webp", body.len(), body.digest(), max_age, "");
-        Image { tally, heads, body, source }
+    fn new(name: &str, codec: Codec, body: Arc<Body>, max_age: u32) -> Encoded {
+        let heads = ImageHeads::new(name, codec.content_type(), body.len(), body.digest(), max_age, "");
+        Encoded { heads, body }
+    }
+}
+
+impl Image {
+    /// `webp`: its WebP encoding; `max_age`: how long caches may keep `/images/<name>` responses.
+    pub(crate) fn new(tally: Arc<Tally>, webp: Arc<Body>, source: Format, max_age: u32) -> Image {
+        let webp = Encoded::new(&tally.name, Codec::Webp, webp, max_age);
+        Image { tally, webp, avif: None, source }
+    }
+
+    /// The same image under another name (`tally`), with the same encodings.
+    pub(crate) fn renamed(&self, tally: Arc<Tally>, max_age: u32) -> Image {
+        let mut image = Image::new(tally, self.webp.body.clone(), self.source, max_age);
+        image.avif =
+            self.avif.as_ref().map(|a| Encoded::new(image.name(), Codec::Avif, a.body.clone(), max_age));
+        image
+    }
+
+    /// This image with its AVIF encoding `avif`.
+    pub(crate) fn with_avif(&self, avif: Arc<Body>, max_age: u32) -> Image {
+        let webp = Encoded { heads: self.webp.heads.clone(), body: self.webp.body.clone() };
+        let avif = Some(Encoded::new(self.name(), Codec::Avif, avif, max_age));
+        Image { tally: self.tally.clone(), webp, avif, source: self.source }
+    }
+
+    /// Its encoding in `codec`, if it has one (JPEG is always made on request, as a rendition).
+    pub(crate) fn encoded(&self, codec: Codec) -> Option<&Encoded> {
+        match codec {
+            Codec::Webp => Some(&self.webp),
+            Codec::Avif => self.avif.as_ref(),
+            Codec::Jpeg => None,
+        }
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -124,7 +164,12 @@ impl Catalog {
 
     /// Bytes of every WebP body in the snapshot.
     pub(crate) fn body_bytes(&self) -> usize {
-        self.images.iter().map(|i| i.body.len()).sum()
+        self.images.iter().map(|i| i.webp.body.len()).sum()
+    }
+
+    /// Images with an AVIF encoding.
+    pub(crate) fn with_avif(&self) -> usize {
+        self.images.iter().filter(|i| i.avif.is_some()).count()
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use crate::variants::spec::{Form, Variant};
+use crate::variants::spec::{Codec, Form, Variant};
 
 const HTML: &str = include_str!("page.html");
 const SCRIPT: &str = include_str!("dashboard.js");
@@ -19,7 +19,7 @@ const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
 /// The thumbnails' size: twice the cards' 128 CSS pixels would double every render for little
 /// gain on a status page.
 pub(crate) const THUMBNAIL: Variant =
-    Variant { form: Form::Webp(Some((128, 128))), grayscale: false, blur: 0, frame: None };
+    Variant { codec: Some(Codec::Webp), ..Variant::of(Form::Picture(Some((128, 128)))) };
 
 /// The page's response head (without the tail) and body.
 pub(crate) struct Page {

@@ -3,6 +3,7 @@
 //! ([`response`]). Nothing here does I/O: the connections in `server` feed bytes in and write the
 //! chosen slices out.
 
+pub mod accept;
 pub mod body;
 pub mod request;
 pub mod response;

@@ -13,6 +13,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::accept::Accepts;
 use super::body::Framing;
 use super::response::{etag_matches, Connection};
 
@@ -46,6 +47,8 @@ pub struct Request<'b> {
     pub if_none_match: IfNoneMatch<'b>,
     /// Whether `Accept-Encoding` admits gzip.
     pub accepts_gzip: bool,
+    /// Which image formats `Accept` admits.
+    pub accepts: Accepts,
     /// The `Authorization` value, if there is one.
     pub authorization: Option<&'b [u8]>,
     /// How the body is framed, when there is one (keiko reads only the write routes' bodies).
@@ -144,6 +147,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
     let (mut close, mut keep_alive) = (false, false);
     let mut if_none_match = IfNoneMatch::default();
     let mut accepts_gzip = false;
+    let mut accepts = Accepts::default();
     let mut authorization = None;
     let mut expect_continue = false;
     let mut content_type = None;
@@ -173,6 +177,8 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
             if_none_match.push(h.value)?;
         } else if name.eq_ignore_ascii_case(b"accept-encoding") {
             accepts_gzip |= admits_gzip(h.value);
+        } else if name.eq_ignore_ascii_case(b"accept") {
+            accepts.add(h.value);
         } else if name.eq_ignore_ascii_case(b"authorization") {
             // Two credentials: which one a proxy checked and which one keiko would is anyone's guess.
             if authorization.replace(h.value).is_some() {
@@ -219,6 +225,7 @@ fn interpret<'b>(req: &httparse::Request<'_, 'b>) -> Result<Request<'b>, Rejecti
         connection,
         if_none_match,
         accepts_gzip,
+        accepts,
         authorization,
         body,
         expect_continue,
@@ -308,6 +315,7 @@ mod tests {
                 connection: Connection::KeepAlive,
                 if_none_match: IfNoneMatch::default(),
                 accepts_gzip: false,
+                accepts: Accepts::default(),
                 authorization: None,
                 body: None,
                 expect_continue: false,

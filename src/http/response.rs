@@ -108,16 +108,19 @@ impl Status {
 /// One second's worth of response tails for one thread: the Date header followed by each
 /// Connection variant and the blank line that ends the head.
 pub struct Tails {
-    /// By connection policy, then without and with the CORS line.
-    tails: [[Box<[u8]>; 2]; 3],
+    /// By connection policy, then without and with the CORS line, then without and with
+    /// `Vary: Accept`.
+    tails: [[[Box<[u8]>; 2]; 2]; 3],
 }
 
-/// Which tail ends a response's head: its connection policy, and whether it answers a public read
-/// route, which browsers on other origins may use (CORS).
+/// Which tail ends a response's head: its connection policy, whether it answers a public read
+/// route, which browsers on other origins may use (CORS), and whether its format was chosen by
+/// the request's `Accept` (so caches must keep one answer per `Accept`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tail {
     pub connection: Connection,
     pub cors: bool,
+    pub vary_accept: bool,
 }
 
 impl Tails {
@@ -127,9 +130,12 @@ impl Tails {
         let date = httpdate::fmt_http_date(time);
         let cors_line = cors_origin.map(|origin| format!("Access-Control-Allow-Origin: {origin}\r\n"));
         let tail = |connection: &str| {
-            let plain = format!("Date: {date}\r\n{connection}\r\n");
-            let cors = format!("Date: {date}\r\n{connection}{}\r\n", cors_line.as_deref().unwrap_or(""));
-            [plain.into_bytes().into_boxed_slice(), cors.into_bytes().into_boxed_slice()]
+            let line = |cors: bool, vary: bool| {
+                let cors = if cors { cors_line.as_deref().unwrap_or("") } else { "" };
+                let vary = if vary { "Vary: Accept\r\n" } else { "" };
+                format!("Date: {date}\r\n{connection}{cors}{vary}\r\n").into_bytes().into_boxed_slice()
+            };
+            [[line(false, false), line(false, true)], [line(true, false), line(true, true)]]
         };
         Tails { tails: [tail(""), tail("Connection: keep-alive\r\n"), tail("Connection: close\r\n")] }
     }
@@ -140,7 +146,7 @@ impl Tails {
             Connection::KeepAliveHttp10 => &self.tails[1],
             Connection::Close => &self.tails[2],
         };
-        &by_connection[usize::from(tail.cors)]
+        &by_connection[usize::from(tail.cors)][usize::from(tail.vary_accept)]
     }
 }
 
@@ -362,6 +368,7 @@ fn nosniff(content_type: &str) -> &'static str {
 /// (`no-store`: no cache may answer the next random request with it) and one for
 /// `/images/<name>…` (a strong ETag and `public, max-age`), with that ETag kept for conditional
 /// GETs.
+#[derive(Clone)]
 pub(crate) struct ImageHeads {
     random: Box<[u8]>,
     named: Box<[u8]>,
@@ -497,7 +504,7 @@ mod tests {
     #[test]
     fn tails_carry_date_connection_cors_and_the_blank_line() {
         let t = Tails::at(UNIX_EPOCH + Duration::from_secs(784_111_777), Some("*"));
-        let tail = |connection, cors| t.get(Tail { connection, cors });
+        let tail = |connection, cors| t.get(Tail { connection, cors, vary_accept: false });
         assert_eq!(tail(Connection::KeepAlive, false), b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
         assert_eq!(
             tail(Connection::Close, false),
@@ -507,8 +514,13 @@ mod tests {
             tail(Connection::KeepAliveHttp10, true),
             &b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: keep-alive\r\nAccess-Control-Allow-Origin: *\r\n\r\n"[..]
         );
+        assert_eq!(
+            t.get(Tail { connection: Connection::KeepAlive, cors: true, vary_accept: true }),
+            &b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nAccess-Control-Allow-Origin: *\r\nVary: Accept\r\n\r\n"
+                [..]
+        );
         let off = Tails::at(UNIX_EPOCH, None);
-        let cors_off = Tail { connection: Connection::KeepAlive, cors: true };
+        let cors_off = Tail { connection: Connection::KeepAlive, cors: true, vary_accept: false };
         assert_eq!(off.get(cors_off), off.get(Tail { cors: false, ..cors_off }), "CORS off: no line");
     }
 

@@ -6,7 +6,10 @@
 //! The image API follows Lorem Picsum's shapes: `/{w}/{h}` and `/{size}` for a random image at a
 //! size, `/seed/<seed>[/{w}/{h}]`, `/images/<name>[/{w}/{h}|/info|/ascii]`, `/ascii`, `/v2/list`,
 //! with `?grayscale`, `?blur[=1..10]` and `?frame=N` (a still of an animation) on every image
-//! route. Query parameters keiko does not
+//! route. A format is fixed by an extension on the last size segment (`/300/200.avif`, as Lorem
+//! Picsum's `.webp` and `.jpg`) or by `?format=` on any image route; without one it is left to the
+//! client's `Accept`. Sizes take `?fit=`, `?crop=` (for `cover`) and `?dpr=` (which multiplies
+//! them); `?q=` sets the encoder's quality. Query parameters keiko does not
 //! know are ignored (clients add `?random=N` to defeat caches), a known one given twice is refused.
 //!
 //! The method is part of the answer: an [`Endpoint`] is already an upload, a deletion, a lookup
@@ -23,7 +26,8 @@ use enum_map::Enum;
 use super::request::Method;
 pub use super::response::Allow;
 use crate::variants::spec::{
-    Form, Variant, ASCII_WIDTHS, DEFAULT_ASCII_WIDTH, DEFAULT_BLUR, MAX_BLUR, MAX_FRAME, MAX_SIDE,
+    Codec, Crop, Fit, Form, Variant, ASCII_WIDTHS, DEFAULT_ASCII_WIDTH, DEFAULT_BLUR, MAX_BLUR, MAX_DPR,
+    MAX_FRAME, MAX_SIDE,
 };
 
 /// Longest seed, in bytes as sent.
@@ -416,12 +420,13 @@ fn read_target<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Option<Endpoint<'a
             (Pick::Named(name), Shape::Whole)
         }
         _ if looks_numeric(first) => {
-            let size = sizes(first, segments.next(), segments.next())?;
-            return with_effects(Pick::Random, Form::Webp(Some(size)), query).map(Some);
+            let (size, codec) = sizes(first, segments.next(), segments.next())?;
+            return with_effects(Pick::Random, Form::Picture(Some(size)), codec, query).map(Some);
         }
         _ => return Ok(None),
     };
     let (second, third, fourth) = (segments.next(), segments.next(), segments.next());
+    let mut codec = None;
     let form = match (shape, second) {
         (Shape::Whole, None) => None,
         (Shape::Ascii, None) => Some(Form::Ascii(0)),
@@ -434,17 +439,21 @@ fn read_target<'a>(path: &'a [u8], query: &'a [u8]) -> Result<Option<Endpoint<'a
         (Shape::Whole, Some(b"ascii")) if matches!(pick, Pick::Named(_)) && third.is_none() => {
             Some(Form::Ascii(0))
         }
-        (Shape::Whole, Some(w)) if looks_numeric(w) => Some(Form::Webp(Some(sizes(w, third, fourth)?))),
+        (Shape::Whole, Some(w)) if looks_numeric(w) => {
+            let (size, fixed) = sizes(w, third, fourth)?;
+            codec = fixed;
+            Some(Form::Picture(Some(size)))
+        }
         _ => return Ok(None),
     };
     match form {
-        Some(form) => with_effects(pick, form, query).map(Some),
+        Some(form) => with_effects(pick, form, codec, query).map(Some),
         None => {
             let q = Query::parse(query)?;
-            if q.grayscale.is_none() && q.blur.is_none() && q.frame.is_none() {
+            if q.shapes_nothing() {
                 return Ok(Some(Endpoint::Image { pick, variant: None }));
             }
-            with_effects(pick, Form::Webp(None), query).map(Some)
+            with_effects(pick, Form::Picture(None), None, query).map(Some)
         }
     }
 }
@@ -454,7 +463,14 @@ enum Shape {
     Ascii,
 }
 
-fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Endpoint<'a>, BadParam> {
+/// The rendition `form` with what `query` asks of it; `codec` is the format the path's extension
+/// fixed, if any.
+fn with_effects<'a>(
+    pick: Pick<'a>,
+    form: Form,
+    codec: Option<Codec>,
+    query: &[u8],
+) -> Result<Endpoint<'a>, BadParam> {
     let q = Query::parse(query)?;
     let grayscale = match q.grayscale {
         None => false,
@@ -474,12 +490,87 @@ fn with_effects<'a>(pick: Pick<'a>, form: Form, query: &[u8]) -> Result<Endpoint
     };
     let form = match form {
         Form::Ascii(_) => {
+            if q.format.is_some() || q.q.is_some() || q.fit.is_some() || q.crop.is_some() || q.dpr.is_some() {
+                return Err(bad("format, q, fit, crop, dpr: not for ASCII art"));
+            }
             let (lo, hi) = (*ASCII_WIDTHS.start(), *ASCII_WIDTHS.end());
             Form::Ascii(q.number("width", q.width, lo.into(), hi.into(), DEFAULT_ASCII_WIDTH.into())? as u16)
         }
-        webp => webp,
+        Form::Picture(size) => Form::Picture(match (size, q.dpr) {
+            (_, None) => size,
+            (None, Some(_)) => return Err(bad("dpr: only with a size, like /300/200?dpr=2")),
+            (Some(size), Some(dpr)) => Some(scaled(size, dpr)?),
+        }),
     };
-    Ok(Endpoint::Image { pick, variant: Some(Variant { form, grayscale, blur, frame }) })
+    let codec = match (codec, q.format) {
+        (fixed, None) => fixed,
+        (None, Some(name)) => Some(
+            Codec::named(name)
+                .ok_or_else(|| bad(format!("format: avif, webp, jpeg or jpg, got '{}'", shown(name))))?,
+        ),
+        (Some(_), Some(_)) => return Err(bad("format: given both as an extension and as ?format=")),
+    };
+    let quality = match q.q {
+        None => None,
+        Some(v) => Some(q.number("q", Some(v), 1, 100, 0)? as u8),
+    };
+    let sized = matches!(form, Form::Picture(Some(_)));
+    let fit = match q.fit {
+        None => Fit::Cover,
+        Some(_) if !sized => return Err(bad("fit: only with a size, like /300/200?fit=inside")),
+        Some(b"cover") => Fit::Cover,
+        Some(b"contain") => Fit::Contain,
+        Some(b"inside") => Fit::Inside,
+        Some(b"fill") => Fit::Fill,
+        Some(other) => {
+            return Err(bad(format!("fit: cover, contain, inside or fill, got '{}'", shown(other))))
+        }
+    };
+    let crop = match q.crop {
+        None => Crop::Centre,
+        Some(_) if !sized || fit != Fit::Cover => {
+            return Err(bad("crop: only with a size and fit=cover, like /300/200?crop=attention"))
+        }
+        Some(b"centre" | b"center") => Crop::Centre,
+        Some(b"entropy") => Crop::Entropy,
+        Some(b"attention") => Crop::Attention,
+        Some(other) => {
+            return Err(bad(format!("crop: centre, entropy or attention, got '{}'", shown(other))))
+        }
+    };
+    let variant = Variant { form, grayscale, blur, frame, codec, quality, fit, crop };
+    Ok(Endpoint::Image { pick, variant: Some(variant) })
+}
+
+/// `size` times a device pixel ratio `dpr` (1 to [`MAX_DPR`], up to two decimals: `2`, `1.5`),
+/// each side rounded and still within [`MAX_SIDE`].
+fn scaled(size: (u16, u16), dpr: &[u8]) -> Result<(u16, u16), BadParam> {
+    let refuse =
+        || bad(format!("dpr: a number from 1 to {MAX_DPR} with at most two decimals, got '{}'", shown(dpr)));
+    let (whole, fraction) = match dpr.iter().position(|&b| b == b'.') {
+        Some(at) => (&dpr[..at], &dpr[at + 1..]),
+        None => (dpr, &b""[..]),
+    };
+    if fraction.len() > 2 || (!fraction.is_empty() && !fraction.iter().all(u8::is_ascii_digit)) {
+        return Err(refuse());
+    }
+    let whole = whole_number(whole).ok_or_else(refuse)?;
+    let hundredths = fraction.iter().chain(b"00").take(2).fold(0, |n, &d| n * 10 + u64::from(d - b'0'));
+    let ratio = whole * 100 + hundredths;
+    if !(100..=u64::from(MAX_DPR) * 100).contains(&ratio) {
+        return Err(refuse());
+    }
+    let side = |s: u16| (u64::from(s) * ratio + 50) / 100;
+    let (width, height) = (side(size.0), side(size.1));
+    if width.max(height) > u64::from(MAX_SIDE) {
+        return Err(bad(format!(
+            "dpr: {}x{} times {} is {width}x{height}, over {MAX_SIDE} pixels a side",
+            size.0,
+            size.1,
+            shown(dpr)
+        )));
+    }
+    Ok((width as u16, height as u16))
 }
 
 /// Whether a path segment was meant as a size (so that `/-5` or `/12px` get a 400 saying why,
@@ -488,17 +579,35 @@ fn looks_numeric(segment: &[u8]) -> bool {
     matches!(segment.first(), Some(b'0'..=b'9' | b'-' | b'+'))
 }
 
-/// `/{size}` (square) or `/{width}/{height}`, each a whole number from 1 to [`MAX_SIDE`].
-fn sizes(first: &[u8], second: Option<&[u8]>, extra: Option<&[u8]>) -> Result<(u16, u16), BadParam> {
+/// `/{size}` (square) or `/{width}/{height}`, each a whole number from 1 to [`MAX_SIDE`], the last
+/// with an optional format extension (`/300/200.avif`).
+fn sizes(
+    first: &[u8],
+    second: Option<&[u8]>,
+    extra: Option<&[u8]>,
+) -> Result<((u16, u16), Option<Codec>), BadParam> {
     if extra.is_some() {
         return Err(bad("path: at most /{width}/{height} after the image"));
     }
+    let (last, codec) = extension(second.unwrap_or(first))?;
     match second {
         None => {
-            let side = side("size", first)?;
-            Ok((side, side))
+            let side = side("size", last)?;
+            Ok(((side, side), codec))
         }
-        Some(second) => Ok((side("width", first)?, side("height", second)?)),
+        Some(_) => Ok(((side("width", first)?, side("height", last)?), codec)),
+    }
+}
+
+/// A size segment without its format extension, and the format it names.
+fn extension(segment: &[u8]) -> Result<(&[u8], Option<Codec>), BadParam> {
+    let Some(dot) = segment.iter().position(|&b| b == b'.') else { return Ok((segment, None)) };
+    match Codec::named(&segment[dot + 1..]) {
+        Some(codec) => Ok((&segment[..dot], Some(codec))),
+        None => Err(bad(format!(
+            "format: the extension of a size is .avif, .webp, .jpeg or .jpg, got '{}'",
+            shown(&segment[dot..])
+        ))),
     }
 }
 
@@ -529,6 +638,11 @@ struct Query<'a> {
     grayscale: Option<&'a [u8]>,
     blur: Option<&'a [u8]>,
     frame: Option<&'a [u8]>,
+    format: Option<&'a [u8]>,
+    q: Option<&'a [u8]>,
+    fit: Option<&'a [u8]>,
+    crop: Option<&'a [u8]>,
+    dpr: Option<&'a [u8]>,
     width: Option<&'a [u8]>,
     page: Option<&'a [u8]>,
     limit: Option<&'a [u8]>,
@@ -548,6 +662,11 @@ impl<'a> Query<'a> {
                 b"grayscale" => &mut q.grayscale,
                 b"blur" => &mut q.blur,
                 b"frame" => &mut q.frame,
+                b"format" => &mut q.format,
+                b"q" => &mut q.q,
+                b"fit" => &mut q.fit,
+                b"crop" => &mut q.crop,
+                b"dpr" => &mut q.dpr,
                 b"width" => &mut q.width,
                 b"page" => &mut q.page,
                 b"limit" => &mut q.limit,
@@ -560,6 +679,13 @@ impl<'a> Query<'a> {
             }
         }
         Ok(q)
+    }
+
+    /// Whether nothing here changes an image: then it is served whole, as the library made it.
+    fn shapes_nothing(&self) -> bool {
+        [self.grayscale, self.blur, self.frame, self.format, self.q, self.fit, self.crop, self.dpr]
+            .iter()
+            .all(Option::is_none)
     }
 
     /// `value` as a number from `lo` to `hi`, or `default` when absent.
@@ -619,7 +745,7 @@ mod tests {
     }
 
     fn webp(size: Option<(u16, u16)>, grayscale: bool, blur: u8) -> Option<Variant> {
-        Some(Variant { form: Form::Webp(size), grayscale, blur, frame: None })
+        Some(Variant { grayscale, blur, ..Variant::of(Form::Picture(size)) })
     }
 
     #[test]
@@ -666,22 +792,69 @@ mod tests {
             ok("/images/a.png/ascii?width=100&blur=1"),
             Endpoint::Image {
                 pick: Pick::Named(b"a.png"),
-                variant: Some(Variant { form: Form::Ascii(100), grayscale: false, blur: 1, frame: None })
+                variant: Some(Variant { blur: 1, ..Variant::of(Form::Ascii(100)) })
             }
         );
         assert_eq!(
             ok("/ascii"),
             Endpoint::Image {
                 pick: Pick::Random,
-                variant: Some(Variant {
-                    form: Form::Ascii(DEFAULT_ASCII_WIDTH),
-                    grayscale: false,
-                    blur: 0,
-                    frame: None
-                })
+                variant: Some(Variant::of(Form::Ascii(DEFAULT_ASCII_WIDTH)))
             }
         );
         assert_eq!(ok("/images/a.png?width=9").route(), Route::Image, "width means nothing here");
+    }
+
+    #[test]
+    fn formats_fits_crops_qualities_and_pixel_ratios_parse() {
+        let picture = |size, f: fn(Variant) -> Variant| Some(f(Variant::of(Form::Picture(size))));
+        let random = |variant| Endpoint::Image { pick: Pick::Random, variant };
+        let named = |variant| Endpoint::Image { pick: Pick::Named(b"a.png"), variant };
+        assert_eq!(
+            ok("/300/200.avif"),
+            random(picture(Some((300, 200)), |v| Variant { codec: Some(Codec::Avif), ..v }))
+        );
+        assert_eq!(
+            ok("/64.jpg"),
+            random(picture(Some((64, 64)), |v| Variant { codec: Some(Codec::Jpeg), ..v }))
+        );
+        assert_eq!(
+            ok("/images/a.png/30/20.webp"),
+            named(picture(Some((30, 20)), |v| Variant { codec: Some(Codec::Webp), ..v }))
+        );
+        assert_eq!(
+            ok("/seed/s/30/20.jpeg"),
+            Endpoint::Image {
+                pick: Pick::Seed(b"s"),
+                variant: picture(Some((30, 20)), |v| Variant { codec: Some(Codec::Jpeg), ..v })
+            }
+        );
+        let whole_avif = ok("/images/a.png?format=avif");
+        assert_eq!(whole_avif, named(picture(None, |v| Variant { codec: Some(Codec::Avif), ..v })));
+        let Endpoint::Image { variant: Some(v), .. } = whole_avif else { panic!() };
+        assert!(v.is_whole(Codec::Avif) && !v.is_whole(Codec::Webp));
+        assert_eq!(
+            ok("/300/200?q=40&fit=inside&dpr=2"),
+            random(picture(Some((600, 400)), |v| Variant { quality: Some(40), fit: Fit::Inside, ..v }))
+        );
+        assert_eq!(ok("/100/33?dpr=1.5"), random(picture(Some((150, 50)), |v| v)), "sides rounded");
+        assert_eq!(ok("/5000/5000?dpr=1"), random(picture(Some((5000, 5000)), |v| v)));
+        for (query, fit, crop) in [
+            ("fit=cover&crop=attention", Fit::Cover, Crop::Attention),
+            ("crop=entropy", Fit::Cover, Crop::Entropy),
+            ("crop=center", Fit::Cover, Crop::Centre),
+            ("fit=contain", Fit::Contain, Crop::Centre),
+            ("fit=fill", Fit::Fill, Crop::Centre),
+        ] {
+            let want = Variant { fit, crop, ..Variant::of(Form::Picture(Some((3, 4)))) };
+            assert_eq!(ok(&format!("/3/4?{query}")), random(Some(want)), "{query}");
+        }
+        assert_eq!(ok("/images/a.png?q=50").route(), Route::ImageVariant, "a quality is a rendition");
+        assert_eq!(
+            rendition_of("/300/200.avif?q=50").unwrap().codec,
+            Some(Codec::Avif),
+            "presets take formats"
+        );
     }
 
     #[test]
@@ -738,6 +911,24 @@ mod tests {
             ("/v2/list?limit=101", "limit"),
             ("/v2/list?limit=0", "limit"),
             ("/v2/list?page=1&page=2", "page"),
+            ("/300/200.png", "format"),
+            ("/300/200.", "format"),
+            ("/300/200.avif?format=jpeg", "format"),
+            ("/images/a?format=gif", "format"),
+            ("/ascii?format=avif", "format"),
+            ("/300/200?q=0", "q"),
+            ("/300/200?q=101", "q"),
+            ("/300/200?fit=squash", "fit"),
+            ("/images/a?fit=inside", "fit"),
+            ("/300/200?crop=faces", "crop"),
+            ("/300/200?fit=inside&crop=entropy", "crop"),
+            ("/images/a?crop=entropy", "crop"),
+            ("/300/200?dpr=0.5", "dpr"),
+            ("/300/200?dpr=5", "dpr"),
+            ("/300/200?dpr=1.234", "dpr"),
+            ("/300/200?dpr=x", "dpr"),
+            ("/3000/200?dpr=2", "dpr"),
+            ("/images/a?dpr=2", "dpr"),
         ] {
             let message = refused(path);
             assert!(message.starts_with(names), "{path}: {message}");

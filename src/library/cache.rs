@@ -164,8 +164,14 @@ impl Cache {
         }
     }
 
+    /// A WebP encoding's file is its key with `.webp`; an AVIF encoding's key ends in `.avif`
+    /// already (see `backfill::key`).
     fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.webp"))
+        if key.ends_with(".avif") {
+            self.dir.join(key)
+        } else {
+            self.dir.join(format!("{key}.webp"))
+        }
     }
 
     /// The encoding stored under `key`, if there is a whole one that (when `expected` is known)
@@ -240,7 +246,11 @@ impl Cache {
         let mut freed = 0;
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
-            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".webp")) else { continue };
+            let Some(key) =
+                name.to_str().and_then(|n| n.strip_suffix(".webp").or(n.ends_with(".avif").then_some(n)))
+            else {
+                continue;
+            };
             if !keep.contains(key) {
                 let size = entry.metadata().map_or(0, |m| m.len());
                 if std::fs::remove_file(entry.path()).is_ok() {

@@ -14,12 +14,15 @@
 //! is the handle the rest of keiko holds: start, rescan, stop.
 
 pub(crate) mod animation;
+pub(crate) mod avif;
+mod backfill;
 mod cache;
 pub(crate) mod decode;
 mod develop;
 pub(crate) mod encode;
 #[cfg(feature = "heif")]
 mod heif;
+pub(crate) mod jpeg;
 mod pixels;
 mod pool;
 mod reconcile;
@@ -58,6 +61,8 @@ pub struct Options {
     pub rescan: Option<Duration>,
     /// Seconds caches may keep `/images/<name>` responses (part of each image's pre-built head).
     pub max_age: u32,
+    /// The AVIF backfill's limit: images of more pixels get no AVIF; 0 turns the backfill off.
+    pub avif_max_pixels: u64,
 }
 
 /// The running library thread.
@@ -112,6 +117,14 @@ impl Library {
         let (jobs, done) =
             pool::spawn(options.encoders, options.settings, options.limits, cache.clone(), stats)
                 .context("cannot start the encoding threads")?;
+        let avif_on = options.avif_max_pixels > 0 && !matches!(options.settings.mode, WebpMode::Lossless);
+        let (avif_jobs, avif_done) = if avif_on {
+            let (jobs, done) = backfill::spawn(options.limits, options.avif_max_pixels, cache.clone(), stats)
+                .context("cannot start the AVIF encoding thread")?;
+            (Some(jobs), done)
+        } else {
+            (None, crossbeam_channel::never())
+        };
         let (events_tx, events) = crossbeam_channel::unbounded();
         let watcher = watch::start(&images, events_tx);
         let published: &'static Published = Box::leak(Box::new(Published::new(Catalog::default())));
@@ -124,6 +137,7 @@ impl Library {
             options.rescan,
             known,
             jobs,
+            avif_jobs,
             published,
             registry,
             stats,
@@ -132,7 +146,7 @@ impl Library {
             .name("keiko-library".into())
             .spawn(move || {
                 let _watcher = watcher;
-                state.run(control_rx, events, done)
+                state.run(control_rx, events, done, avif_done)
             })
             .context("cannot start the library thread")?;
         Ok((Library { control, thread }, published))

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver};
 
+use super::backfill;
 use super::cache::{self, Outcome, Record};
 use super::pool::{self, Done, Job};
 use super::scan::{self, Found, Shown, Stamp};
@@ -32,6 +33,8 @@ const QUIET: Duration = Duration::from_secs(1);
 const STALE_WRITE: Duration = Duration::from_secs(30);
 /// Least time between two published snapshots while images keep becoming ready.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// Time between two log lines saying how far the AVIF backfill has got.
+const AVIF_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Longest time the manifest lags behind while a long encode runs.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 
@@ -41,6 +44,7 @@ impl State {
         control: Receiver<Control>,
         events: Receiver<notify::Result<notify::Event>>,
         done: Receiver<Done>,
+        avif_done: Receiver<backfill::Done>,
     ) {
         let mut next_rescan = self.rescan_every.map(|every| Instant::now() + every);
         loop {
@@ -69,6 +73,11 @@ impl State {
                 recv(done) -> finished => {
                     if let Ok(finished) = finished {
                         self.on_done(finished);
+                    }
+                }
+                recv(avif_done) -> finished => {
+                    if let Ok(finished) = finished {
+                        self.on_avif(finished);
                     }
                 }
                 default(timeout) => {}
@@ -187,11 +196,19 @@ impl State {
     fn renamed(&mut self, found: Found, old: Tracked) {
         let serving = old.serving.map(|(image, key)| {
             let name = self.registry.intern(&found.name);
-            (Arc::new(Image::new(name, image.body.clone(), image.source, self.max_age)), key)
+            (Arc::new(image.renamed(name, self.max_age)), key)
         });
         self.changed |= serving.is_some();
-        self.files
-            .insert(found.name, Tracked { stamp: found.stamp, serving, record: old.record, queued: false });
+        self.files.insert(
+            found.name,
+            Tracked {
+                stamp: found.stamp,
+                serving,
+                record: old.record,
+                queued: false,
+                avif_done: old.avif_done,
+            },
+        );
     }
 
     /// A new or changed file: serve it from the cache if its encoding is there, else queue it.
@@ -202,6 +219,7 @@ impl State {
             serving: None,
             record: None,
             queued: false,
+            avif_done: false,
         });
         tracked.stamp = found.stamp;
         match known.map(|r| r.outcome) {
@@ -222,10 +240,12 @@ impl State {
                         ));
                         tracked.serving = Some((image, key.clone()));
                         tracked.record = Some(Outcome::Encoded { hash, format, key, written: Some(written) });
+                        tracked.avif_done = false;
                         self.changed = true;
                         if let Some(first) = &mut self.first_scan {
                             first.from_cache += 1;
                         }
+                        self.want_avif(found.name);
                         return;
                     }
                 } else if let Some((body, _)) = self.cache.get(&served, written) {
@@ -268,10 +288,12 @@ impl State {
                     Arc::new(Image::new(self.registry.intern(&done.name), body, *format, self.max_age));
                 tracked.serving = Some((image, key.clone()));
                 tracked.record = Some(outcome);
+                tracked.avif_done = false;
                 self.changed = true;
                 if let Some(first) = &mut self.first_scan {
                     first.encoded += 1;
                 }
+                self.want_avif(done.name.clone());
             }
             pool::Result::Failed(reason) => {
                 tracing::warn!("skipping {}: {reason}", Shown(&done.name));
@@ -285,6 +307,92 @@ impl State {
         }
         if self.first_scan.is_some() && self.queued == 0 {
             self.first_scan_complete();
+        }
+    }
+
+    /// Puts `name`, just made servable, in line for the AVIF backfill, when there is one and the
+    /// image takes an AVIF: its WebP is lossy (a lossless setting asks for exact pixels) and a
+    /// still (an animation stays an animated WebP).
+    fn want_avif(&mut self, name: String) {
+        let Some(t) = self.files.get_mut(&name).filter(|_| self.avif_jobs.is_some()) else { return };
+        let takes_avif = match (&t.record, &t.serving) {
+            (Some(Outcome::Encoded { format, .. }), Some((image, _))) => {
+                self.settings.for_source(*format).quality.is_some() && image.webp.body.frames() == 1
+            }
+            _ => false,
+        };
+        if takes_avif {
+            self.avif_waiting.push_back(name);
+        } else {
+            t.avif_done = true;
+        }
+    }
+
+    /// Hands the backfill its next image, if it is idle and no WebP encode is waiting (WebP first).
+    fn next_avif(&mut self) {
+        let Some(jobs) = &self.avif_jobs else { return };
+        if self.avif_busy || self.queued > 0 {
+            return;
+        }
+        while let Some(name) = self.avif_waiting.pop_front() {
+            let Some(t) = self.files.get_mut(&name) else { continue };
+            let (Some(Outcome::Encoded { hash, format, .. }), Some(_)) = (&t.record, &t.serving) else {
+                continue;
+            };
+            if t.avif_done || t.queued {
+                continue;
+            }
+            let Ok(hash) = blake3::Hash::from_hex(hash) else {
+                t.avif_done = true;
+                continue;
+            };
+            let job = backfill::Job {
+                path: self.images.join(&name),
+                name,
+                stamp: t.stamp,
+                hash,
+                format: *format,
+                encoding: self.settings.for_source(*format),
+            };
+            self.avif_busy = jobs.send(job).is_ok();
+            return;
+        }
+    }
+
+    fn on_avif(&mut self, done: backfill::Done) {
+        self.avif_busy = false;
+        let Some(t) = self.files.get_mut(&done.name).filter(|t| t.stamp == done.stamp && !t.queued) else {
+            return;
+        };
+        t.avif_done = true;
+        match done.result {
+            backfill::Result::Ready(body) => {
+                if let Some((image, key)) = &t.serving {
+                    t.serving = Some((Arc::new(image.with_avif(body, self.max_age)), key.clone()));
+                    self.changed = true;
+                }
+            }
+            backfill::Result::Skipped(why) => {
+                tracing::warn!("{}: no AVIF encoding: {why}", Shown(&done.name))
+            }
+            backfill::Result::Unsettled => {}
+        }
+        let now = Instant::now();
+        let finished = self.avif_waiting.is_empty();
+        if finished || now >= self.avif_logged + AVIF_LOG_EVERY {
+            self.avif_logged = now;
+            let with = self
+                .files
+                .values()
+                .filter(|t| t.serving.as_ref().is_some_and(|(i, _)| i.avif.is_some()))
+                .count();
+            match finished {
+                true => tracing::info!("AVIF backfill: done, {with} images have an AVIF encoding"),
+                false => tracing::info!(
+                    "AVIF backfill: {with} images have an AVIF encoding, {} waiting",
+                    self.avif_waiting.len()
+                ),
+            }
         }
     }
 
@@ -311,6 +419,7 @@ impl State {
     }
 
     fn after_changes(&mut self, now: Instant) {
+        self.next_avif();
         if self.publish_due(now, PUBLISH_EVERY).is_some_and(|at| at <= now) {
             self.publish_now();
         }
@@ -333,6 +442,7 @@ impl State {
             self.queued,
             catalog.body_bytes(),
         );
+        self.stats.set_avif(catalog.with_avif(), self.avif_waiting.len() + usize::from(self.avif_busy));
         self.published.publish(catalog);
         self.changed = false;
         self.last_publish = Some(Instant::now());
@@ -362,6 +472,19 @@ impl State {
                 keep.insert(key);
             }
         }
+        // The AVIF encodings of what is recorded, made or still to come.
+        let avif_keys: Vec<String> = self
+            .files
+            .values()
+            .filter_map(|t| match &t.record {
+                Some(Outcome::Encoded { hash, format, .. }) => {
+                    let hash = blake3::Hash::from_hex(hash).ok()?;
+                    Some(backfill::key(&hash, &self.settings.for_source(*format)))
+                }
+                _ => None,
+            })
+            .collect();
+        keep.extend(avif_keys.iter().map(String::as_str));
         let freed = self.cache.collect_garbage(&keep);
         if freed > 0 {
             tracing::info!("removed {freed} bytes of encodings nothing serves from the cache");

@@ -3,13 +3,14 @@
 //! scan, publish and save. It lives on the library thread alone, so none of it is locked; the
 //! behaviour that changes it is in [`super::reconcile`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::backfill;
 use super::cache::{Cache, Outcome, Record};
 use super::encode::Settings;
 use super::pool::Job;
@@ -27,6 +28,8 @@ pub(super) struct Tracked {
     /// What the cache should remember of it (None while its first encoding is under way).
     pub(super) record: Option<Outcome>,
     pub(super) queued: bool,
+    /// Whether the AVIF backfill is done with what is served (made one, or gave up on it).
+    pub(super) avif_done: bool,
 }
 
 pub(super) struct FirstScan {
@@ -46,6 +49,12 @@ pub(super) struct State {
     pub(super) known: HashMap<String, Record>,
     pub(super) jobs: Sender<Job>,
     pub(super) queued: usize,
+    /// The AVIF backfill: where it takes jobs (None when it is off), the names waiting for it in
+    /// order, whether it is encoding one now, and when it last said how far it has got.
+    pub(super) avif_jobs: Option<Sender<backfill::Job>>,
+    pub(super) avif_waiting: VecDeque<String>,
+    pub(super) avif_busy: bool,
+    pub(super) avif_logged: Instant,
     /// Until the first scan is complete: when it started, and where its images came from.
     pub(super) first_scan: Option<FirstScan>,
     /// What the directory watch says about files being written.
@@ -75,6 +84,7 @@ impl State {
         rescan_every: Option<Duration>,
         known: Vec<Record>,
         jobs: Sender<Job>,
+        avif_jobs: Option<Sender<backfill::Job>>,
         published: &'static Published,
         registry: &'static Registry,
         stats: &'static LibraryStats,
@@ -89,6 +99,10 @@ impl State {
             known: known.into_iter().map(|r| (r.name.clone(), r)).collect(),
             jobs,
             queued: 0,
+            avif_jobs,
+            avif_waiting: VecDeque::new(),
+            avif_busy: false,
+            avif_logged: Instant::now(),
             first_scan: Some(FirstScan { started: Instant::now(), from_cache: 0, encoded: 0 }),
             watch: Watch::default(),
             rescan_at: Some(Instant::now()),

@@ -24,6 +24,9 @@ pub(crate) struct LibraryStats {
     cache_writable: AtomicBool,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    avif_ready: AtomicU64,
+    avif_waiting: AtomicU64,
+    avif_encodes: Histogram<{ ENCODE_BOUNDS.len() }>,
     encodes: Histogram<{ ENCODE_BOUNDS.len() }>,
 }
 
@@ -38,6 +41,9 @@ impl Default for LibraryStats {
             cache_writable: AtomicBool::new(true),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            avif_ready: AtomicU64::new(0),
+            avif_waiting: AtomicU64::new(0),
+            avif_encodes: Histogram::new(&ENCODE_BOUNDS),
             encodes: Histogram::new(&ENCODE_BOUNDS),
         }
     }
@@ -73,6 +79,16 @@ impl LibraryStats {
 
     pub(crate) fn encoded(&self, took: Duration) {
         self.encodes.observe(took);
+    }
+
+    /// The AVIF backfill's progress: images served with an AVIF encoding, and those waiting for one.
+    pub(crate) fn set_avif(&self, ready: usize, waiting: usize) {
+        self.avif_ready.store(ready as u64, Relaxed);
+        self.avif_waiting.store(waiting as u64, Relaxed);
+    }
+
+    pub(crate) fn avif_encoded(&self, took: Duration) {
+        self.avif_encodes.observe(took);
     }
 }
 
@@ -115,6 +131,20 @@ impl Collector for LibraryStats {
             "keiko_encode_duration_seconds",
             "Time to decode and encode one image.",
             &self.encodes.summed(),
+        )?;
+        let avif = [("ready", &self.avif_ready), ("waiting", &self.avif_waiting)]
+            .map(|(state, n)| ([("state", state)], ConstGauge::new(n.load(Relaxed))));
+        family(
+            &mut encoder,
+            "keiko_library_avif_images",
+            "Images served with an AVIF encoding beside the WebP one, and images waiting for the backfill to make one.",
+            avif,
+        )?;
+        histogram(
+            &mut encoder,
+            "keiko_avif_encode_duration_seconds",
+            "Time to decode one image again and encode it as AVIF (the backfill).",
+            &self.avif_encodes.summed(),
         )
     }
 }

@@ -23,6 +23,7 @@ use crate::http::request::{Method, Request};
 use crate::http::response::{self, Connection, Status, NOT_FOUND, PREFLIGHT};
 use crate::http::route::{BadParam, Endpoint, Route};
 use crate::test_hooks;
+use crate::variants::spec::{Form, Variant};
 
 /// Answers `request` into `wire`. `stream` and `unread` (what the connection read past the
 /// request's head) are for the one handler that reads a body.
@@ -55,7 +56,13 @@ pub(crate) async fn answer(
         }
     }
     match endpoint {
-        Endpoint::Image { pick, variant: None } => images::whole(w, request, pick, reply),
+        Endpoint::Image { pick, variant: None } => match images::whole(w, request, pick, reply) {
+            Ok(sent) => sent,
+            Err(reply) => {
+                let whole = Variant::of(Form::Picture(None));
+                renditions::serve(w, stream.as_raw_fd(), request, pick, whole, reply).await
+            }
+        },
         Endpoint::Image { pick, variant: Some(variant) } => {
             renditions::serve(w, stream.as_raw_fd(), request, pick, variant, reply).await
         }

@@ -1,11 +1,13 @@
 //! Whole images from this loop's catalogue snapshot: a random pick (`GET /`), a seeded one
 //! (`/seed/<seed>`) or one by name (`/images/<name>`, with its ETag, so a matching
-//! `If-None-Match` gets 304 with no body and no hit).
+//! `If-None-Match` gets 304 with no body and no hit), in the encoding the client's `Accept`
+//! prefers among those the library made (see `http::accept`; `Vary: Accept`).
 //!
 //! This is the hot path's handler. It must never lock, allocate or block: the snapshot is this
 //! loop's own `Rc`, a pick is a thread-local random number or a hash, a lookup by name decodes
-//! into a stack buffer, and the answer is the image's pre-built head and mapped body loaded into
-//! the connection's reusable Wire (`tests/hot_path.rs` counts allocations to prove it).
+//! into a stack buffer, the format is chosen from flags the request parser set, and the answer is
+//! the encoding's pre-built head and mapped body loaded into the connection's reusable Wire
+//! (`tests/hot_path.rs` counts allocations to prove it).
 
 use super::reply::{Reply, Sent};
 use super::worker::Worker;
@@ -14,15 +16,26 @@ use crate::http::request::Request;
 use crate::http::response::{NOT_FOUND, NOT_READY};
 use crate::http::route::Pick;
 
-pub(crate) fn whole(w: &Worker, request: &Request, pick: Pick, reply: Reply) -> Sent {
+/// The answer; or, for a client that takes neither WebP nor AVIF, the reply back, for a JPEG
+/// rendition of the whole image (see `renditions`).
+pub(crate) fn whole<'a>(
+    w: &Worker,
+    request: &Request,
+    pick: Pick,
+    reply: Reply<'a>,
+) -> Result<Sent, Reply<'a>> {
     let catalog = w.catalog();
-    let Some(index) = find(&catalog, pick) else { return reply.canned(missing(pick)) };
+    let Some(index) = find(&catalog, pick) else { return Ok(reply.canned(missing(pick))) };
+    let image = catalog.image(index);
+    let codec = request.accepts.choose(image.avif.is_some());
+    let Some(encoded) = image.encoded(codec) else { return Err(reply) };
+    let reply = reply.negotiated();
     let named = matches!(pick, Pick::Named(_));
-    let etag = catalog.image(index).heads.etag();
+    let etag = encoded.heads.etag();
     if named && request.if_none_match.matches(etag) {
-        return reply.not_modified(etag, w.shared.variants.max_age(), "");
+        return Ok(reply.not_modified(etag, w.shared.variants.max_age(), ""));
     }
-    reply.image(catalog, index, named)
+    Ok(reply.image(catalog, index, codec, named))
 }
 
 /// The image of `catalog` that `pick` names, if there is one.

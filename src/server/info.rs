@@ -18,27 +18,42 @@ struct Info<'a> {
     name: &'a str,
     width: u32,
     height: u32,
-    /// The format of the source file ("JPEG", "HEIC", ...); what is served is always WebP.
+    /// The format of the source file ("JPEG", "HEIC", ...).
     format: &'static str,
     /// Frames of the served WebP: more than 1 for an animation.
     frames: u32,
+    /// Bytes of the WebP encoding.
     bytes: usize,
+    /// The encodings the library made, each with its size in bytes: `webp` always, `avif` once
+    /// the backfill made it. JPEG, and any other format asked for, is rendered on request.
+    representations: Representations,
     hits: u64,
     url: String,
     download_url: String,
 }
 
+#[derive(Serialize)]
+struct Representations {
+    webp: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avif: Option<usize>,
+}
+
 impl<'a> Info<'a> {
     fn of(image: &'a Image) -> Info<'a> {
-        let (width, height) = image.body.dimensions();
+        let (width, height) = image.webp.body.dimensions();
         let path = format!("/images/{}", header_safe(image.name()));
         Info {
             name: image.name(),
             width,
             height,
             format: image.source.name(),
-            frames: image.body.frames(),
-            bytes: image.body.len(),
+            frames: image.webp.body.frames(),
+            bytes: image.webp.body.len(),
+            representations: Representations {
+                webp: image.webp.body.len(),
+                avif: image.avif.as_ref().map(|a| a.body.len()),
+            },
             hits: image.tally.total(),
             url: format!("{path}/info"),
             download_url: path,

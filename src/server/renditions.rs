@@ -5,6 +5,7 @@
 //! writev. A rendition by name carries its own ETag and answers conditional GETs with 304.
 
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +14,13 @@ use futures_util::future::Either;
 use super::images;
 use super::reply::{Reply, Sent};
 use super::worker::Worker;
+use crate::catalog::Catalog;
 use crate::clients::{self, Client};
 use crate::dashboard;
 use crate::http::request::{IfNoneMatch, Request};
 use crate::http::response::{Status, BUSY};
 use crate::http::route::Pick;
-use crate::variants::spec::{Form, Variant};
+use crate::variants::spec::{Codec, Form, Variant};
 use crate::variants::{Key, Refused, Rendered, Waiter};
 
 /// The parts of a request that shape a rendition's response.
@@ -80,7 +82,7 @@ fn find<'a, 'b>(
     reply: Reply<'a>,
 ) -> Result<Sent, Waiting<'a, 'b>> {
     let variants = w.shared.variants;
-    if let Form::Webp(Some((width, height))) = variant.form {
+    if let Form::Picture(Some((width, height))) = variant.form {
         let pixels = u64::from(width) * u64::from(height);
         if pixels > variants.max_pixels() {
             let why = format!(
@@ -93,9 +95,21 @@ fn find<'a, 'b>(
     let catalog = w.catalog();
     let Some(index) = images::find(&catalog, pick) else { return Ok(reply.canned(images::missing(pick))) };
     let image = catalog.shared_image(index);
-    let key = Key { source: image.body.digest(), image: image.tally.id, variant };
+    // A picture's format is the URL's, or else the one `Accept` prefers (then `Vary: Accept`).
+    let (variant, reply) = match (variant.form, variant.codec) {
+        (Form::Picture(_), None) => {
+            let codec = request.accepts.choose(image.avif.is_some());
+            (Variant { codec: Some(codec), ..variant }, reply.negotiated())
+        }
+        _ => (variant, reply),
+    };
+    let named = matches!(pick, Pick::Named(_));
+    if let Some(codec) = variant.codec.filter(|&c| variant.is_whole(c) && image.encoded(c).is_some()) {
+        return Ok(library_encoding(w, request, &catalog, index, codec, named, reply));
+    }
+    let key = Key { source: image.webp.body.digest(), image: image.tally.id, variant };
     let ask = Ask {
-        named: matches!(pick, Pick::Named(_)),
+        named,
         accepts_gzip: request.accepts_gzip,
         if_none_match: request.if_none_match,
         hit: counts_hit.then_some(image.tally.id),
@@ -121,6 +135,24 @@ fn find<'a, 'b>(
             }))
         }
     }
+}
+
+/// The whole image `index` in the `codec` encoding the library made, as `images` sends it: a URL
+/// that fixes a format the library has made is served like the catalogue route.
+fn library_encoding(
+    w: &Worker,
+    request: &Request,
+    catalog: &Rc<Catalog>,
+    index: usize,
+    codec: Codec,
+    named: bool,
+    reply: Reply,
+) -> Sent {
+    let etag = catalog.image(index).encoded(codec).map_or("", |e| e.heads.etag());
+    if named && request.if_none_match.matches(etag) {
+        return reply.not_modified(etag, w.shared.variants.max_age(), "");
+    }
+    reply.image(catalog.clone(), index, codec, named)
 }
 
 /// Waits for the render and answers with it; if the client goes away first, stops waiting, so

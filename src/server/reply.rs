@@ -13,6 +13,7 @@ use super::wire::Wire;
 use crate::catalog::Catalog;
 use crate::http::response::{self, Canned, Connection, Status, Tail, Tails};
 use crate::http::route::Route;
+use crate::variants::spec::Codec;
 use crate::variants::Rendered;
 
 /// A response on its way; see the module comment.
@@ -42,13 +43,19 @@ impl<'a> Reply<'a> {
         connection: Connection,
         head_only: bool,
     ) -> Reply<'a> {
-        let tail = Tail { connection, cors: route.is_public() };
+        let tail = Tail { connection, cors: route.is_public(), vary_accept: false };
         Reply { wire, tails, route, tail, head_only }
     }
 
     /// Ends the connection after this response, whatever the client asked.
     pub(crate) fn closing(mut self) -> Reply<'a> {
         self.tail.connection = Connection::Close;
+        self
+    }
+
+    /// Says that the format was chosen by the request's `Accept` (`Vary: Accept`).
+    pub(crate) fn negotiated(mut self) -> Reply<'a> {
+        self.tail.vary_accept = true;
         self
     }
 
@@ -70,11 +77,11 @@ impl<'a> Reply<'a> {
         sent
     }
 
-    /// Image `index` of `catalog`, by name (`named`: ETag and `public` caching) or picked at
-    /// random; it counts a hit unless the method was HEAD.
-    pub(crate) fn image(self, catalog: Rc<Catalog>, index: usize, named: bool) -> Sent {
+    /// Image `index` of `catalog` in its `codec` encoding (which it must have), by name (`named`:
+    /// ETag and `public` caching) or picked at random; it counts a hit unless the method was HEAD.
+    pub(crate) fn image(self, catalog: Rc<Catalog>, index: usize, codec: Codec, named: bool) -> Sent {
         let sent = self.sent(Status::Ok, Some(catalog.image(index).tally.id));
-        self.wire.load_image(catalog, index, named, self.tails, self.tail, self.head_only);
+        self.wire.load_image(catalog, index, codec, named, self.tails, self.tail, self.head_only);
         sent
     }
 

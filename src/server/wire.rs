@@ -37,6 +37,7 @@ use monoio::net::TcpStream;
 
 use crate::catalog::Catalog;
 use crate::http::response::{Connection, Tail, Tails};
+use crate::variants::spec::Codec;
 use crate::variants::Rendered;
 
 /// A response on its way. Boxed whole: it moves into every write and back, which is then the
@@ -144,21 +145,24 @@ impl Wire {
     /// `tail`, then its body unless `head_only`. A large body in a response that ends the
     /// connection goes out with sendfile(2) (which leaves the socket non-blocking: fine for its
     /// last response).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn load_image(
         &mut self,
         catalog: Rc<Catalog>,
         index: usize,
+        codec: Codec,
         named: bool,
         tails: Rc<Tails>,
         tail: Tail,
         head_only: bool,
     ) {
         let image = catalog.image(index);
-        let body = if head_only { &[][..] } else { image.body.bytes() };
+        let encoded = image.encoded(codec).unwrap_or(&image.webp);
+        let body = if head_only { &[][..] } else { encoded.body.bytes() };
         let sendfile = body.len() >= SENDFILE_MIN && tail.connection == Connection::Close;
-        let file = sendfile.then(|| FileBody { fd: image.body.fd(), offset: 0, len: body.len() });
+        let file = sendfile.then(|| FileBody { fd: encoded.body.fd(), offset: 0, len: body.len() });
         let in_iov = if sendfile { &[][..] } else { body };
-        let iov = [iovec(image.heads.get(named)), iovec(tails.get(tail)), iovec(in_iov)];
+        let iov = [iovec(encoded.heads.get(named)), iovec(tails.get(tail)), iovec(in_iov)];
         self.set(iov, Some(tails), Some(catalog), None, file);
     }
 
@@ -358,10 +362,10 @@ mod tests {
             .collect()
     }
 
-    const KEEP_ALIVE: Tail = Tail { connection: Connection::KeepAlive, cors: false };
+    const KEEP_ALIVE: Tail = Tail { connection: Connection::KeepAlive, cors: false, vary_accept: false };
 
     fn close() -> Tail {
-        Tail { connection: Connection::Close, cors: false }
+        Tail { connection: Connection::Close, cors: false, vary_accept: false }
     }
 
     fn tails() -> Rc<Tails> {

@@ -16,6 +16,7 @@
 //! event loops, so renders can never slow the catalogue routes.
 
 mod budget;
+mod crop;
 mod disk;
 mod render;
 pub mod spec;
@@ -43,7 +44,7 @@ use crate::test_hooks;
 use budget::Budget;
 use disk::Disk;
 use render::Output;
-use spec::{Form, Variant};
+use spec::{Codec, Form, Variant};
 pub(crate) use stats::VariantStats;
 
 #[derive(Debug, Clone)]
@@ -346,29 +347,30 @@ impl Variants {
         }
         let settings = self.options.settings;
         let file = file_name(&job.key, settings);
-        let text = matches!(job.key.variant.form, Form::Ascii(_));
-        let from_disk =
-            self.disk.as_ref().and_then(|d| d.get(&file, |b| if text { !b.is_empty() } else { is_webp(b) }));
+        let codec = match job.key.variant.form {
+            Form::Ascii(_) => None,
+            Form::Picture(_) => Some(job.key.variant.codec.unwrap_or(Codec::Webp)),
+        };
+        let from_disk = self.disk.as_ref().and_then(|d| d.get(&file, |b| is_whole(codec, b)));
         let output = match from_disk {
             Some(bytes) => {
                 self.stats.read_from_disk();
-                if text {
-                    Output::Text(bytes)
-                } else {
-                    Output::Webp(bytes)
+                match codec {
+                    None => Output::Text(bytes),
+                    Some(codec) => Output::Picture(codec, bytes),
                 }
             }
             None => {
                 let started = Instant::now();
                 let go_on = || if job.flight.abandoned() { Err(Cancelled) } else { Ok(()) };
                 go_on()?;
-                let body = job.image.body.bytes();
+                let body = job.image.webp.body.bytes();
                 let _permit = self.budget.acquire(render::cost(body, &job.key.variant), &go_on)?;
                 self.stats.set_pixels_in_flight(self.budget.used());
                 let output = render::render(body, &job.key.variant, settings, &go_on)?;
                 self.stats.rendered(started.elapsed());
                 if let Some(disk) = &self.disk {
-                    let (Output::Webp(bytes) | Output::Text(bytes)) = &output;
+                    let (Output::Picture(_, bytes) | Output::Text(bytes)) = &output;
                     disk.put(&file, bytes);
                     self.stats.set_disk_bytes(disk.used());
                 }
@@ -385,7 +387,9 @@ impl Variants {
             body: body.into(),
         };
         match output {
-            Output::Webp(bytes) => Rendered { plain: representation("image/webp", "", bytes), gzip: None },
+            Output::Picture(codec, bytes) => {
+                Rendered { plain: representation(codec.content_type(), "", bytes), gzip: None }
+            }
             Output::Text(text) => {
                 let gzipped = gzip(&text);
                 let vary = "Vary: Accept-Encoding\r\n";
@@ -409,18 +413,26 @@ fn file_name(key: &Key, settings: Settings) -> String {
     hasher.update(&key.source.to_le_bytes());
     hasher.update(format!("{:?};{:?}", key.variant, settings).as_bytes());
     let ext = match key.variant.form {
-        Form::Webp(_) => "webp",
+        Form::Picture(_) => key.variant.codec.unwrap_or(Codec::Webp).name(),
         Form::Ascii(_) => "txt",
     };
     format!("{}.{ext}", &hasher.finalize().to_hex()[..32])
 }
 
-/// A whole WebP file: RIFF size matching the length.
-fn is_webp(bytes: &[u8]) -> bool {
-    bytes.len() >= 20
-        && &bytes[..4] == b"RIFF"
-        && &bytes[8..12] == b"WEBP"
-        && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 == bytes.len()
+/// Whether `bytes` from the disk cache look like a whole file of `codec` (text when None): a
+/// WebP's RIFF size matching its length, an AVIF's `ftyp` brand, a JPEG's start and end markers.
+fn is_whole(codec: Option<Codec>, bytes: &[u8]) -> bool {
+    match codec {
+        None => !bytes.is_empty(),
+        Some(Codec::Webp) => {
+            bytes.len() >= 20
+                && &bytes[..4] == b"RIFF"
+                && &bytes[8..12] == b"WEBP"
+                && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 == bytes.len()
+        }
+        Some(Codec::Avif) => bytes.len() > 12 && &bytes[4..12] == b"ftypavif",
+        Some(Codec::Jpeg) => bytes.starts_with(&[0xFF, 0xD8]) && bytes.ends_with(&[0xFF, 0xD9]),
+    }
 }
 
 /// gzip with a zero timestamp, so the same text always compresses to the same bytes (and ETag).
@@ -454,7 +466,7 @@ mod tests {
         let key = Key {
             source: 1,
             image: 1,
-            variant: Variant { form: Form::Webp(Some((3, 4))), grayscale: false, blur: 0, frame: None },
+            variant: Variant { codec: Some(Codec::Webp), ..Variant::of(Form::Picture(Some((3, 4)))) },
         };
         let base = file_name(&key, settings);
         assert_eq!(base, file_name(&Key { image: 2, ..key }, settings), "names sharing a body share files");

@@ -1,10 +1,12 @@
-//! Turning one served WebP body into a rendition: scaled and centre-cropped to a size, blurred,
-//! grayscale, re-encoded as WebP; or drawn as ASCII art.
+//! Turning one served WebP body into a rendition: scaled to a size as its fit says (cropped to
+//! cover it, from the centre or where `crop` finds the subject; fitted inside it; stretched),
+//! blurred, grayscale, encoded as WebP, AVIF or JPEG; or drawn as ASCII art.
 //!
 //! The source is the catalogue's own encoding, not the original file: it is in memory (mapped),
 //! it is exactly what the ETag of the image describes, and it cannot change or vanish under a
 //! render the way a file in the image directory can. Scaling uses fast_image_resize (SIMD,
-//! Lanczos3, centre crop to the target's aspect), blurring the image crate's fast Gaussian blur.
+//! Lanczos3), blurring the image crate's fast Gaussian blur. Only WebP keeps an animation
+//! animated: AVIF and JPEG renditions of one are a still of its first frame (or `?frame=`).
 
 use anyhow::{anyhow, Context};
 use fast_image_resize::images::{Image as ResizeImage, ImageRef};
@@ -17,10 +19,12 @@ use libwebp_sys::{
     WEBP_CSP_MODE,
 };
 
-use super::spec::{Form, Variant, MAX_ASCII_LINES};
+use super::crop;
+use super::spec::{Codec, Crop, Fit, Form, Variant, MAX_ASCII_LINES};
 use crate::library::animation::{self, WebpFrames};
 use crate::library::decode::{Format, Pixels};
 use crate::library::encode::{encode, Encoding, Settings};
+use crate::library::{avif, jpeg};
 
 /// Characters from darkest to lightest: dense glyphs stand for dark pixels on a light page.
 const RAMP: &[u8] = b"@%#*+=-:. ";
@@ -28,7 +32,7 @@ const RAMP: &[u8] = b"@%#*+=-:. ";
 const CELL_ASPECT: f64 = 2.0;
 
 pub(crate) enum Output {
-    Webp(Vec<u8>),
+    Picture(Codec, Vec<u8>),
     Text(Vec<u8>),
 }
 
@@ -44,16 +48,21 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let format = Format::sniff(webp).context("the encoded image is not WebP")?;
+    let codec = variant.codec.unwrap_or(Codec::Webp);
+    let mut encoding = settings.for_source(format);
+    if variant.quality.is_some() {
+        encoding.quality = variant.quality;
+    }
     let target = match variant.form {
-        Form::Webp(size) => size.map(|(w, h)| (u32::from(w), u32::from(h))),
+        Form::Picture(size) => size.map(|(w, h)| (u32::from(w), u32::from(h))),
         Form::Ascii(columns) => Some((u32::from(columns), 1)),
     };
     let pixels = if animation::is_animated_webp(webp) {
         let frames = WebpFrames::new(webp)?;
         match (variant.form, variant.frame) {
-            (Form::Webp(size), None) => {
-                if let Some(animated) = animate(frames, size, variant, settings.for_source(format), go_on)? {
-                    return Ok(Output::Webp(animated));
+            (Form::Picture(size), None) if codec == Codec::Webp => {
+                if let Some(animated) = animate(frames, size, variant, encoding, go_on)? {
+                    return Ok(Output::Picture(Codec::Webp, animated));
                 }
                 // Past the animation budget at this size: a still of the first frame.
                 first_frame(WebpFrames::new(webp)?, 0)?
@@ -65,9 +74,9 @@ where
     };
     go_on()?;
     match variant.form {
-        Form::Webp(size) => {
+        Form::Picture(size) => {
             let mut pixels = match size {
-                Some((w, h)) => resize(&pixels, u32::from(w), u32::from(h))?,
+                Some((w, h)) => resize(&pixels, u32::from(w), u32::from(h), variant.fit, variant.crop)?,
                 None => pixels,
             };
             if variant.blur > 0 {
@@ -78,7 +87,12 @@ where
                 grayscale(&mut pixels);
             }
             go_on()?;
-            Ok(Output::Webp(encode(&pixels, settings.for_source(format))?))
+            let bytes = match codec {
+                Codec::Webp => encode(&pixels, encoding)?,
+                Codec::Avif => avif::encode(&pixels, variant.quality.unwrap_or(avif::QUALITY))?,
+                Codec::Jpeg => jpeg::encode(&pixels, variant.quality.unwrap_or(jpeg::QUALITY))?,
+            };
+            Ok(Output::Picture(codec, bytes))
         }
         Form::Ascii(columns) => {
             let pixels = if variant.blur > 0 { blur(pixels, variant.blur)? } else { pixels };
@@ -106,7 +120,10 @@ fn animate<E>(
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    let (width, height) = size.map_or((frames.width, frames.height), |(w, h)| (u32::from(w), u32::from(h)));
+    let (width, height) = match size {
+        Some((w, h)) => fitted(frames.width, frames.height, u32::from(w), u32::from(h), variant.fit),
+        None => (frames.width, frames.height),
+    };
     let budget = encoding.animation.context("an animation without an animation budget")?;
     if !budget.allows(frames.count.into(), width, height) {
         return Ok(None);
@@ -116,7 +133,12 @@ where
     while let Some((rgba, timestamp)) = frames.next_frame()? {
         go_on()?;
         let canvas = Pixels { width: source_width, height: source_height, alpha: true, data: rgba.to_vec() };
-        let mut frame = if size.is_some() { resize(&canvas, width, height)? } else { canvas };
+        // Every frame is cropped alike, from the centre: a crop that followed each frame's
+        // subject would make the picture jump.
+        let mut frame = match size {
+            Some((w, h)) => resize(&canvas, u32::from(w), u32::from(h), variant.fit, Crop::Centre)?,
+            None => canvas,
+        };
         if variant.blur > 0 {
             frame = blur(frame, variant.blur)?;
         }
@@ -131,19 +153,22 @@ where
 /// The pixels a render of `variant` from `webp` holds at its peak: the decoded source and the
 /// output twice (a resize or blur writes a new image beside the one it reads). An animation is
 /// rendered a frame at a time, but libwebp's animation encoder keeps about two frames of its own
-/// (the previous canvas and a candidate): two outputs more.
+/// (the previous canvas and a candidate): two outputs more. An AVIF encoder holds
+/// [`avif::BYTES_PER_PIXEL`] per output pixel, counted as that many pixels of 4 bytes.
 pub(crate) fn cost(webp: &[u8], variant: &Variant) -> u64 {
     let (mut width, mut height) = (0, 0);
     // SAFETY: reads the header of `webp` (an animation's canvas) and writes the two integers.
     unsafe { libwebp_sys::WebPGetInfo(webp.as_ptr(), webp.len(), &mut width, &mut height) };
     let source = width.max(0) as u64 * height.max(0) as u64;
     let output = match variant.form {
-        Form::Webp(Some((w, h))) => u64::from(w) * u64::from(h),
-        Form::Webp(None) => source,
+        Form::Picture(Some((w, h))) => u64::from(w) * u64::from(h),
+        Form::Picture(None) => source,
         Form::Ascii(columns) => u64::from(columns) * u64::from(MAX_ASCII_LINES),
     };
-    let animated = animation::is_animated_webp(webp) && variant.frame.is_none();
-    source + if animated { 4 } else { 2 } * output
+    let codec = variant.codec.unwrap_or(Codec::Webp);
+    let animated = animation::is_animated_webp(webp) && variant.frame.is_none() && codec == Codec::Webp;
+    let encoder = if codec == Codec::Avif { avif::BYTES_PER_PIXEL / 4 } else { 0 };
+    source + (if animated { 4 } else { 2 } + encoder) * output
 }
 
 /// Decodes a catalogue body. When the rendition will be at most half as wide and half as high,
@@ -188,17 +213,80 @@ fn decode(webp: &[u8], target: Option<(u32, u32)>) -> anyhow::Result<Pixels> {
     Ok(Pixels { width, height, alpha, data })
 }
 
-/// `pixels` scaled to cover `width` x `height` and cropped to it around the centre.
-fn resize(pixels: &Pixels, width: u32, height: u32) -> anyhow::Result<Pixels> {
+/// The size of a `source_width` x `source_height` image fitted to `width` x `height` as `fit`
+/// says: the size itself, except for `inside`, which keeps the aspect and never enlarges.
+fn fitted(source_width: u32, source_height: u32, width: u32, height: u32, fit: Fit) -> (u32, u32) {
+    match fit {
+        Fit::Cover | Fit::Fill | Fit::Contain => (width, height),
+        Fit::Inside => {
+            let inner = scaled_inside(source_width, source_height, width, height);
+            (inner.0.min(source_width), inner.1.min(source_height))
+        }
+    }
+}
+
+/// The largest size with the aspect of `source_width` x `source_height` inside `width` x `height`.
+fn scaled_inside(source_width: u32, source_height: u32, width: u32, height: u32) -> (u32, u32) {
+    let (sw, sh, w, h) =
+        (u64::from(source_width), u64::from(source_height), u64::from(width), u64::from(height));
+    if sw * h > w * sh {
+        (width, ((sh * w + sw / 2) / sw).clamp(1, h) as u32)
+    } else {
+        (((sw * h + sh / 2) / sh).clamp(1, w) as u32, height)
+    }
+}
+
+/// `pixels` scaled to `width` x `height` as `fit` says (see [`Fit`]), cropped as `crop` says
+/// when they cover it.
+fn resize(pixels: &Pixels, width: u32, height: u32, fit: Fit, crop: Crop) -> anyhow::Result<Pixels> {
+    match fit {
+        Fit::Cover => {
+            let (left, top, w, h) = crop::window(pixels, width, height, crop)?;
+            scale(pixels, width, height, Some((left, top, w, h)))
+        }
+        Fit::Fill => scale(pixels, width, height, None),
+        Fit::Inside => {
+            let (w, h) = fitted(pixels.width, pixels.height, width, height, Fit::Inside);
+            if (w, h) == (pixels.width, pixels.height) {
+                return Ok(pixels.clone());
+            }
+            scale(pixels, w, h, None)
+        }
+        Fit::Contain => {
+            let (w, h) = scaled_inside(pixels.width, pixels.height, width, height);
+            Ok(pad(&scale(pixels, w, h, None)?, width, height))
+        }
+    }
+}
+
+/// `pixels` (or the `window` of it) scaled to exactly `width` x `height`.
+fn scale(pixels: &Pixels, width: u32, height: u32, window: Option<crop::Window>) -> anyhow::Result<Pixels> {
     let pixel_type = if pixels.alpha { PixelType::U8x4 } else { PixelType::U8x3 };
     let source = ImageRef::new(pixels.width, pixels.height, &pixels.data, pixel_type)
         .map_err(|e| anyhow!("cannot resize: {e}"))?;
     let mut target = ResizeImage::new(width, height, pixel_type);
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-        .fit_into_destination(Some((0.5, 0.5)));
+    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    if let Some((left, top, w, h)) = window {
+        options = options.crop(f64::from(left), f64::from(top), f64::from(w), f64::from(h));
+    }
     Resizer::new().resize(&source, &mut target, &options).map_err(|e| anyhow!("cannot resize: {e}"))?;
     Ok(Pixels { width, height, alpha: pixels.alpha, data: target.into_vec() })
+}
+
+/// `pixels` centred on a transparent `width` x `height` canvas (as RGBA).
+fn pad(pixels: &Pixels, width: u32, height: u32) -> Pixels {
+    let (left, top) = ((width - pixels.width) / 2, (height - pixels.height) / 2);
+    let mut data = vec![0u8; width as usize * height as usize * 4];
+    let step = if pixels.alpha { 4 } else { 3 };
+    for (y, row) in pixels.data.chunks_exact(pixels.width as usize * step).enumerate() {
+        let start = ((top as usize + y) * width as usize + left as usize) * 4;
+        for (x, px) in row.chunks_exact(step).enumerate() {
+            let at = start + x * 4;
+            data[at..at + 3].copy_from_slice(&px[..3]);
+            data[at + 3] = if pixels.alpha { px[3] } else { 255 };
+        }
+    }
+    Pixels { width, height, alpha: true, data }
 }
 
 /// Gaussian blur with sigma `amount` (1-10, as Lorem Picsum's `?blur`), approximated by three box
@@ -285,12 +373,12 @@ mod tests {
     }
 
     fn decoded(output: Output) -> webp::WebPImage {
-        let Output::Webp(bytes) = output else { panic!("expected WebP") };
+        let Output::Picture(_, bytes) = output else { panic!("expected WebP") };
         webp::Decoder::new(&bytes).decode().unwrap()
     }
 
     fn variant(form: Form, grayscale: bool, blur: u8) -> Variant {
-        Variant { form, grayscale, blur, frame: None }
+        Variant { grayscale, blur, ..Variant::of(form) }
     }
 
     #[test]
@@ -298,20 +386,65 @@ mod tests {
         let source = gradient(64, 32);
         for (w, h) in [(16, 16), (10, 40), (64, 32), (200, 3), (1, 1)] {
             let out = decoded(
-                render(&source, &variant(Form::Webp(Some((w, h))), false, 0), LOSSLESS, &go_on).unwrap(),
+                render(&source, &variant(Form::Picture(Some((w, h))), false, 0), LOSSLESS, &go_on).unwrap(),
             );
             assert_eq!((out.width(), out.height()), (u32::from(w), u32::from(h)), "{w}x{h}");
         }
     }
 
     #[test]
+    fn fits_give_the_documented_sizes() {
+        let source = gradient(64, 32);
+        let sized = |fit, w, h| {
+            let v = Variant { fit, ..variant(Form::Picture(Some((w, h))), false, 0) };
+            let out = decoded(render(&source, &v, LOSSLESS, &go_on).unwrap());
+            (out.width(), out.height(), out.is_alpha())
+        };
+        assert_eq!(sized(Fit::Inside, 32, 32), (32, 16, false), "inside keeps the aspect");
+        assert_eq!(sized(Fit::Inside, 640, 640), (64, 32, false), "inside never enlarges");
+        assert_eq!(sized(Fit::Fill, 10, 40), (10, 40, false));
+        assert_eq!(sized(Fit::Cover, 10, 40), (10, 40, false));
+        assert_eq!(sized(Fit::Contain, 40, 40), (40, 40, true), "contain pads with transparency");
+        let v = Variant { fit: Fit::Contain, ..variant(Form::Picture(Some((40, 40))), false, 0) };
+        let padded = decoded(render(&source, &v, LOSSLESS, &go_on).unwrap());
+        assert_eq!(padded[3], 0, "the top row is padding");
+        assert_eq!(padded[(20 * 40 + 20) * 4 + 3], 255, "the middle is the image");
+    }
+
+    #[test]
+    fn avif_and_jpeg_renditions_decode_to_their_size() {
+        let source = gradient(64, 32);
+        for (codec, magic) in [(Codec::Avif, &b"ftypavif"[..]), (Codec::Jpeg, &[0xFF, 0xD8][..])] {
+            let v = Variant {
+                codec: Some(codec),
+                quality: Some(70),
+                ..variant(Form::Picture(Some((20, 12))), true, 0)
+            };
+            let Output::Picture(made, bytes) = render(&source, &v, LOSSLESS, &go_on).unwrap() else {
+                panic!()
+            };
+            assert_eq!(made, codec);
+            let at = if codec == Codec::Avif { 4 } else { 0 };
+            assert_eq!(&bytes[at..at + magic.len()], magic, "{codec:?}");
+            let size = imagesize::blob_size(&bytes).unwrap();
+            assert_eq!((size.width, size.height), (20, 12), "{codec:?}");
+        }
+        let still = Variant { codec: Some(Codec::Jpeg), ..variant(Form::Picture(None), false, 0) };
+        let Output::Picture(Codec::Jpeg, _) = render(&animation(), &still, LOSSLESS, &go_on).unwrap() else {
+            panic!("an animation asked for as JPEG is a still JPEG")
+        };
+    }
+
+    #[test]
     fn grayscale_makes_every_channel_equal_and_blur_smooths() {
         let source = gradient(48, 48);
-        let gray = decoded(render(&source, &variant(Form::Webp(None), true, 0), LOSSLESS, &go_on).unwrap());
+        let gray =
+            decoded(render(&source, &variant(Form::Picture(None), true, 0), LOSSLESS, &go_on).unwrap());
         assert!(gray.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
-        let plain = decoded(render(&source, &variant(Form::Webp(None), false, 0), LOSSLESS, &go_on).unwrap());
+        let plain =
+            decoded(render(&source, &variant(Form::Picture(None), false, 0), LOSSLESS, &go_on).unwrap());
         let blurred =
-            decoded(render(&source, &variant(Form::Webp(None), false, 5), LOSSLESS, &go_on).unwrap());
+            decoded(render(&source, &variant(Form::Picture(None), false, 5), LOSSLESS, &go_on).unwrap());
         assert_ne!(&*plain, &*blurred);
     }
 
@@ -351,18 +484,18 @@ mod tests {
     fn renditions_of_an_animation_are_animated_with_its_timing_or_a_still_frame_when_asked() {
         let source = animation();
         let render = |variant: Variant| match super::render(&source, &variant, LOSSLESS, &go_on).unwrap() {
-            Output::Webp(bytes) => bytes,
+            Output::Picture(_, bytes) => bytes,
             Output::Text(_) => panic!("text"),
         };
-        let sized = render(variant(Form::Webp(Some((3, 2))), false, 0));
+        let sized = render(variant(Form::Picture(Some((3, 2))), false, 0));
         assert_eq!(
             frames_of(&sized),
             [(3, 2, [200, 0, 0, 255], 0), (3, 2, [0, 200, 0, 255], 100), (3, 2, [0, 0, 200, 255], 200)]
         );
-        let grey = frames_of(&render(variant(Form::Webp(None), true, 0)));
+        let grey = frames_of(&render(variant(Form::Picture(None), true, 0)));
         assert_eq!(grey.len(), 3);
         assert!(grey.iter().all(|f| f.2[0] == f.2[1] && f.2[1] == f.2[2]), "{grey:?}");
-        let still = render(Variant { frame: Some(1), ..variant(Form::Webp(Some((3, 2))), false, 0) });
+        let still = render(Variant { frame: Some(1), ..variant(Form::Picture(Some((3, 2))), false, 0) });
         assert!(!animation::is_animated_webp(&still));
         let decoded = webp::Decoder::new(&still).decode().unwrap();
         assert_eq!(
@@ -374,8 +507,8 @@ mod tests {
             animation: crate::library::encode::Budget { frames: 100, pixels: 3 * 6 * 4 - 1 },
             ..LOSSLESS
         };
-        let Output::Webp(first) =
-            super::render(&source, &variant(Form::Webp(None), false, 0), past, &go_on).unwrap()
+        let Output::Picture(_, first) =
+            super::render(&source, &variant(Form::Picture(None), false, 0), past, &go_on).unwrap()
         else {
             panic!()
         };
@@ -409,12 +542,12 @@ mod tests {
         let source = gradient(64, 32);
         let stop = || Err(std::fmt::Error);
         let err =
-            render(&source, &variant(Form::Webp(Some((8, 8))), false, 3), LOSSLESS, &stop).err().unwrap();
+            render(&source, &variant(Form::Picture(Some((8, 8))), false, 3), LOSSLESS, &stop).err().unwrap();
         assert!(err.is::<std::fmt::Error>(), "{err:#}");
     }
 
     #[test]
     fn a_body_that_is_not_webp_is_an_error() {
-        assert!(render(b"not webp", &variant(Form::Webp(None), false, 0), LOSSLESS, &go_on).is_err());
+        assert!(render(b"not webp", &variant(Form::Picture(None), false, 0), LOSSLESS, &go_on).is_err());
     }
 }

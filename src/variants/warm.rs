@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::spec::Variant;
+use super::spec::{Codec, Form, Variant};
 use super::{Flight, Job, Key, Variants};
 use crate::catalog::{Image, Published};
 
@@ -38,8 +38,8 @@ impl Variants {
                 let mut wanted = HashSet::with_capacity(catalog.len() * presets.len());
                 for index in 0..catalog.len() {
                     let image = catalog.shared_image(index);
-                    for &variant in &presets {
-                        let key = Key { source: image.body.digest(), image: image.tally.id, variant };
+                    for variant in presets.iter().flat_map(|&preset| as_served(preset, image)) {
+                        let key = Key { source: image.webp.body.digest(), image: image.tally.id, variant };
                         wanted.insert(key);
                         if !made.contains(&key) && self.make_ahead(key, image) {
                             made.insert(key);
@@ -72,5 +72,20 @@ impl Variants {
         self.run(&job);
         self.stats.warmed();
         matches!(job.flight.result.get(), Some(Ok(_)))
+    }
+}
+
+/// The renditions requests for `preset` of `image` can be given: its own format if it fixes one,
+/// else WebP, and AVIF too once the image has an AVIF encoding (what `Accept` may choose).
+fn as_served(preset: Variant, image: &Image) -> Vec<Variant> {
+    match (preset.form, preset.codec) {
+        (Form::Picture(_), None) => {
+            let mut codecs = vec![Codec::Webp];
+            if image.avif.is_some() {
+                codecs.push(Codec::Avif);
+            }
+            codecs.into_iter().map(|codec| Variant { codec: Some(codec), ..preset }).collect()
+        }
+        _ => vec![preset],
     }
 }
