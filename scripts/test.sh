@@ -31,11 +31,12 @@ done
 # (tests/dashboard.rs), HAProxy fronts the fleet and wrk loads it (scripts/fleet.sh --quick).
 # The reference decoders and colour tools that tests/samples.rs and tests/real_photos.rs compare
 # keiko with: netpbm, djxl, Little CMS's jpgicc, libheif's heif-convert, Ghostscript's CMYK
-# profile; and libheif itself, for the build with the `heif` feature.
+# profile; avifdec, dwebp and djpeg, which decode each format keiko sends (tests/formats.rs); and
+# libheif itself, for the build with the `heif` feature.
 need_packages prometheus:promtool postgresql:/usr/lib/postgresql/*/bin/postgres chromium haproxy wrk \
   netpbm:tifftopnm libjxl-tools:djxl liblcms2-utils:jpgicc libheif-examples:heif-convert \
   libgs-common:/usr/share/color/icc/ghostscript/default_cmyk.icc libheif-dev:/usr/include/*/libheif/heif.h \
-  pkg-config:pkg-config
+  pkg-config:pkg-config libavif-bin:avifdec webp:dwebp libjpeg-turbo-progs:djpeg
 
 cargo test --all-targets --features test-hooks "${CARGO_ARGS[@]}"
 # The same decoding tests again with HEIC and AVIF input (the `heif` feature, libheif-dev).
