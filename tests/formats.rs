@@ -100,6 +100,11 @@ fn accept_headers_get_the_documented_format_with_vary() {
             assert_eq!(decoded_size(&r.body, want), size, "{client} {path}");
         }
     }
+    for format in ["avif", "webp", "jpeg"] {
+        let sent = keiko.metric(&format!("keiko_pictures_sent_total{{format=\"{format}\"}}"));
+        let bytes = keiko.metric(&format!("keiko_picture_bytes_sent_total{{format=\"{format}\"}}"));
+        assert!(sent >= 6.0 && bytes > sent * 50.0, "{format}: {sent} pictures, {bytes} bytes");
+    }
     let random = get(&keiko, "/", None);
     assert_eq!((random.header("vary"), random.header("content-type")), (Some("Accept"), Some("image/webp")));
     let info = String::from_utf8(get(&keiko, "/images/photo.jpg/info", None).body).unwrap();

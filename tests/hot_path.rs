@@ -1,5 +1,6 @@
-//! The hot path's promise, proved: serving a whole image (`GET /`, `GET /images/<name>`) or a
-//! rendition already in memory over a keep-alive connection allocates nothing per request. keiko
+//! The hot path's promise, proved: serving a whole image (`GET /`, `GET /images/<name>`, in the
+//! format `Accept` chooses) or a rendition already in memory over a keep-alive connection
+//! allocates nothing per request. keiko
 //! runs in this process, under a global allocator that counts the allocations made on keiko's
 //! event-loop threads (named `keiko-loop-N`).
 
@@ -81,19 +82,29 @@ const HOUSEKEEPING: u64 = 60;
 #[test]
 fn keep_alive_requests_for_images_in_memory_allocate_nothing_per_request() {
     let images = Images::standard();
-    let keiko = InProcess::start(images.path(), &[]);
+    // Lossy, so that the JPEG also gets an AVIF encoding that `Accept` can choose.
+    let keiko = InProcess::start(images.path(), &["--webp", "auto"]);
+    let has_avif = || String::from_utf8_lossy(&keiko.get("/images/photo.jpg/info").body).contains("\"avif\"");
+    assert!(common::eventually(Duration::from_secs(60), has_avif), "photo.jpg got no AVIF encoding");
     let stream = TcpStream::connect(keiko.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut reader = BufReader::new(&stream);
-    let mut get = |path: &str| {
-        (&stream).write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
+    let mut get = |path: &str, accept: &str| {
+        (&stream).write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{accept}\r\n").as_bytes()).unwrap();
         let r = Response::read(&mut reader, false).expect("a response");
         assert_eq!(r.status, 200, "{path}");
     };
-    for path in ["/", "/images/alpha.png", "/images/photo.jpg/8/6"] {
+    let chrome = "Accept: image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8\r\n";
+    for (path, accept) in [
+        ("/", ""),
+        ("/images/alpha.png", ""),
+        ("/images/photo.jpg/8/6", ""),
+        ("/images/photo.jpg", chrome),
+        ("/images/photo.jpg/8/6", chrome),
+    ] {
         // The first requests make what the connection keeps (its buffers, the rendition).
         for _ in 0..50 {
-            get(path);
+            get(path, accept);
         }
         let before = ON_LOOPS.load(Ordering::Relaxed);
         assert!(
@@ -101,7 +112,7 @@ fn keep_alive_requests_for_images_in_memory_allocate_nothing_per_request() {
             "the counter sees none of the loop's allocations (its connection task, its buffers)"
         );
         for _ in 0..REQUESTS {
-            get(path);
+            get(path, accept);
         }
         let made = ON_LOOPS.load(Ordering::Relaxed) - before;
         eprintln!("{path}: {made} allocations on the event loop for {REQUESTS} requests");

@@ -88,6 +88,9 @@ pub(crate) async fn serve(mut stream: TcpStream, w: Rc<Worker>) {
             wire = back;
             let took = w.timer.delta_as_nanos(first_byte_at.unwrap_or(read_at), w.timer.raw());
             w.stats.responded(sent.route, sent.status, Duration::from_nanos(took));
+            if let Some((codec, bytes)) = sent.picture {
+                w.stats.sent_picture(codec, bytes);
+            }
             // Anything left in the buffer came with the last read.
             first_byte_at = Some(read_at);
             if written.is_err() {

@@ -33,6 +33,8 @@ pub(crate) struct Sent {
     pub(crate) connection: Connection,
     /// The hit identity of the image sent, if this response counts a hit.
     pub(crate) hit: Option<u32>,
+    /// The picture sent, if it was one: its format and the bytes of its body (0 for HEAD).
+    pub(crate) picture: Option<(Codec, usize)>,
 }
 
 impl<'a> Reply<'a> {
@@ -61,7 +63,7 @@ impl<'a> Reply<'a> {
 
     fn sent(&self, status: Status, hit: Option<u32>) -> Sent {
         let hit = hit.filter(|_| !self.head_only);
-        Sent { route: self.route, status, connection: self.tail.connection, hit }
+        Sent { route: self.route, status, connection: self.tail.connection, hit, picture: None }
     }
 
     /// A fixed response.
@@ -80,7 +82,9 @@ impl<'a> Reply<'a> {
     /// Image `index` of `catalog` in its `codec` encoding (which it must have), by name (`named`:
     /// ETag and `public` caching) or picked at random; it counts a hit unless the method was HEAD.
     pub(crate) fn image(self, catalog: Rc<Catalog>, index: usize, codec: Codec, named: bool) -> Sent {
-        let sent = self.sent(Status::Ok, Some(catalog.image(index).tally.id));
+        let image = catalog.image(index);
+        let bytes = if self.head_only { 0 } else { image.encoded(codec).map_or(0, |e| e.body.len()) };
+        let sent = Sent { picture: Some((codec, bytes)), ..self.sent(Status::Ok, Some(image.tally.id)) };
         self.wire.load_image(catalog, index, codec, named, self.tails, self.tail, self.head_only);
         sent
     }
@@ -94,7 +98,8 @@ impl<'a> Reply<'a> {
         named: bool,
         hit: Option<u32>,
     ) -> Sent {
-        let sent = self.sent(Status::Ok, hit);
+        let bytes = if self.head_only { 0 } else { rendered.representation(gzip).body.len() };
+        let sent = Sent { picture: rendered.codec.map(|codec| (codec, bytes)), ..self.sent(Status::Ok, hit) };
         self.wire.load_rendition(rendered, gzip, named, self.tails, self.tail, self.head_only);
         sent
     }

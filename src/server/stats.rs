@@ -24,6 +24,7 @@ use crate::http::route::Route;
 use crate::metrics::{
     counter, decades, family, gauge, histogram, Histogram, OwnedCounter, Summed, WORK_BOUNDS,
 };
+use crate::variants::spec::Codec;
 
 /// Upper bounds of the request-latency buckets, in nanoseconds (50 µs to 1 s).
 const LATENCY_BOUNDS: [u64; 14] = decades(50_000);
@@ -47,6 +48,9 @@ pub(crate) struct ThreadStats {
     open_connections: OwnedCounter,
     refused_connections: OwnedCounter,
     send_timeouts: OwnedCounter,
+    /// Pictures sent and the bytes of their bodies, by format.
+    pictures: EnumMap<Codec, OwnedCounter>,
+    picture_bytes: EnumMap<Codec, OwnedCounter>,
     /// CPU time the loop's thread has used, and the share of the last second it was busy (in
     /// millionths), both as of its last tick.
     busy_nanos: AtomicU64,
@@ -61,6 +65,8 @@ impl Default for ThreadStats {
             open_connections: OwnedCounter::default(),
             refused_connections: OwnedCounter::default(),
             send_timeouts: OwnedCounter::default(),
+            pictures: EnumMap::default(),
+            picture_bytes: EnumMap::default(),
             busy_nanos: AtomicU64::new(0),
             busy_ppm: AtomicU64::new(0),
         }
@@ -94,6 +100,12 @@ impl ThreadStats {
     pub(crate) fn responded(&self, route: Route, status: Status, took: Duration) {
         self.requests[route][status].add(1);
         self.latency[route].observe_owned(took);
+    }
+
+    /// A picture sent (a whole image or a rendition), of `bytes` bytes of body.
+    pub(crate) fn sent_picture(&self, codec: Codec, bytes: usize) {
+        self.pictures[codec].add(1);
+        self.picture_bytes[codec].add(bytes as u64);
     }
 
     /// A response that never began with a request's bytes (a timed-out head): counted, not timed.
@@ -134,6 +146,23 @@ impl Collector for ServerStats {
             })
         });
         family(&mut encoder, "keiko_requests", "HTTP responses sent, by route and status.", requests)?;
+        let by_format = |of: fn(&ThreadStats, Codec) -> u64| {
+            EnumMap::<Codec, ()>::default().into_iter().map(move |(codec, ())| {
+                ([("format", codec.name())], ConstCounter::new(self.sum(|t| of(t, codec))))
+            })
+        };
+        family(
+            &mut encoder,
+            "keiko_pictures_sent",
+            "Pictures sent (whole images and renditions), by format.",
+            by_format(|t, codec| t.pictures[codec].get()),
+        )?;
+        family(
+            &mut encoder,
+            "keiko_picture_bytes_sent",
+            "Bytes of the bodies of the pictures sent, by format.",
+            by_format(|t, codec| t.picture_bytes[codec].get()),
+        )?;
         let latency = EnumMap::<Route, ()>::default().into_iter().map(|(route, ())| {
             let mut total = Summed::new(&LATENCY_BOUNDS);
             for t in self.loops.iter() {

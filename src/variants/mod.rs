@@ -79,6 +79,8 @@ pub(crate) struct Key {
 
 /// A finished rendition, with the heads of its responses built.
 pub(crate) struct Rendered {
+    /// The picture's format; None for ASCII art.
+    pub(crate) codec: Option<Codec>,
     pub(crate) plain: Representation,
     /// ASCII art also comes gzip-compressed (compressed once, here).
     pub(crate) gzip: Option<Representation>,
@@ -387,13 +389,16 @@ impl Variants {
             body: body.into(),
         };
         match output {
-            Output::Picture(codec, bytes) => {
-                Rendered { plain: representation(codec.content_type(), "", bytes), gzip: None }
-            }
+            Output::Picture(codec, bytes) => Rendered {
+                codec: Some(codec),
+                plain: representation(codec.content_type(), "", bytes),
+                gzip: None,
+            },
             Output::Text(text) => {
                 let gzipped = gzip(&text);
                 let vary = "Vary: Accept-Encoding\r\n";
                 Rendered {
+                    codec: None,
                     plain: representation("text/plain; charset=utf-8", vary, text),
                     gzip: Some(representation(
                         "text/plain; charset=utf-8",

@@ -74,7 +74,7 @@ pub enum Form {
 }
 
 /// The image formats keiko sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, enum_map::Enum)]
 pub enum Codec {
     Webp,
     Avif,
