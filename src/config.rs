@@ -377,6 +377,7 @@ impl Config {
             settings: Settings { mode: self.webp, max_side: 0, animation: self.animation() },
             max_pixels: self.max_pixels,
             budget_pixels: self.render_megapixels * 1_000_000,
+            avif_max_pixels: self.avif_max_megapixels * 1_000_000,
             client_burst: self.client_render_burst,
             client_per_second: self.client_renders_per_second,
             max_age: self.max_age,

@@ -217,3 +217,19 @@ fn a_lossless_library_has_no_avif_and_accept_gets_webp() {
     let explicit = get(&keiko, "/images/photo.jpg?format=avif", None);
     assert_eq!(explicit.header("content-type"), Some("image/avif"), "rendered on request");
 }
+
+#[test]
+fn avif_past_its_limit_is_webp_when_negotiated_and_refused_when_asked_for() {
+    let (images, tmp) = (library(), tempfile::tempdir().unwrap());
+    let options = Options::default().arg("--webp", "auto").arg("--avif-max-megapixels", "1");
+    let keiko = Keiko::start_with(images.path(), &tmp.path().join("keiko.db"), options);
+    assert!(avif_ready(&keiko));
+    let big = get(&keiko, "/images/photo.jpg/1200/1000", Some(CHROME));
+    assert_eq!((big.status, big.header("content-type")), (200, Some("image/webp")), "1.2 MP: WebP");
+    let small = get(&keiko, "/images/photo.jpg/100/80", Some(CHROME));
+    assert_eq!(small.header("content-type"), Some("image/avif"), "within the limit: AVIF");
+    let refused = get(&keiko, "/images/photo.jpg/1200/1000.avif", None);
+    assert_eq!(refused.status, 400);
+    let why = String::from_utf8_lossy(&refused.body);
+    assert!(why.contains("KEIKO_AVIF_MAX_MEGAPIXELS"), "{why}");
+}

@@ -377,15 +377,14 @@ impl State {
             }
             backfill::Result::Unsettled => {}
         }
+        let with =
+            self.files.values().filter(|t| t.serving.as_ref().is_some_and(|(i, _)| i.avif.is_some())).count();
+        // Also when nothing is published (an image skipped): the gauges must not keep it waiting.
+        self.stats.set_avif(with, self.avif_waiting.len());
         let now = Instant::now();
         let finished = self.avif_waiting.is_empty();
         if finished || now >= self.avif_logged + AVIF_LOG_EVERY {
             self.avif_logged = now;
-            let with = self
-                .files
-                .values()
-                .filter(|t| t.serving.as_ref().is_some_and(|(i, _)| i.avif.is_some()))
-                .count();
             match finished {
                 true => tracing::info!("AVIF backfill: done, {with} images have an AVIF encoding"),
                 false => tracing::info!(

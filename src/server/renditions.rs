@@ -96,10 +96,26 @@ fn find<'a, 'b>(
     let Some(index) = images::find(&catalog, pick) else { return Ok(reply.canned(images::missing(pick))) };
     let image = catalog.shared_image(index);
     // A picture's format is the URL's, or else the one `Accept` prefers (then `Vary: Accept`).
+    // An AVIF is bounded like the library's (its encoder holds tens of bytes a pixel): past
+    // --avif-max-megapixels a negotiated one is WebP and an asked-for one is refused.
+    let avif_fits = match variant.form {
+        Form::Picture(Some((w, h))) => u64::from(w) * u64::from(h),
+        _ => {
+            let (w, h) = image.webp.body.dimensions();
+            u64::from(w) * u64::from(h)
+        }
+    } <= variants.avif_max_pixels();
     let (variant, reply) = match (variant.form, variant.codec) {
         (Form::Picture(_), None) => {
-            let codec = request.accepts.choose(image.avif.is_some());
+            let codec = request.accepts.choose(image.avif.is_some() && avif_fits);
             (Variant { codec: Some(codec), ..variant }, reply.negotiated())
+        }
+        (Form::Picture(_), Some(Codec::Avif)) if !avif_fits => {
+            let why = format!(
+                "format: AVIF at this size is over this server's limit of {} megapixels (KEIKO_AVIF_MAX_MEGAPIXELS); ask for webp or jpeg",
+                variants.avif_max_pixels() / 1_000_000
+            );
+            return Ok(reply.bad_request(&why));
         }
         _ => (variant, reply),
     };

@@ -60,6 +60,8 @@ pub(crate) struct Options {
     pub(crate) max_pixels: u64,
     /// Pixels that renders in progress may hold at once (see `budget`).
     pub(crate) budget_pixels: u64,
+    /// The largest AVIF a render may make, in pixels (its encoder's memory); 0: none.
+    pub(crate) avif_max_pixels: u64,
     /// Each client's renders: at once, and per second after that (0: no budget).
     pub(crate) client_burst: u32,
     pub(crate) client_per_second: f64,
@@ -239,6 +241,10 @@ impl Variants {
 
     pub(crate) fn max_pixels(&self) -> u64 {
         self.options.max_pixels
+    }
+
+    pub(crate) fn avif_max_pixels(&self) -> u64 {
+        self.options.avif_max_pixels
     }
 
     pub(crate) fn max_age(&self) -> u32 {

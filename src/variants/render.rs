@@ -89,7 +89,10 @@ where
             go_on()?;
             let bytes = match codec {
                 Codec::Webp => encode(&pixels, encoding)?,
-                Codec::Avif => avif::encode(&pixels, variant.quality.unwrap_or(avif::QUALITY))?,
+                Codec::Avif => {
+                    let webp = encoding.quality.unwrap_or(crate::library::encode::AUTO_QUALITY);
+                    avif::encode(&pixels, variant.quality.unwrap_or_else(|| avif::quality_for(webp)))?
+                }
                 Codec::Jpeg => jpeg::encode(&pixels, variant.quality.unwrap_or(jpeg::QUALITY))?,
             };
             Ok(Output::Picture(codec, bytes))
