@@ -67,6 +67,13 @@ pub mod baseline {
     pub use crate::server::bind;
 }
 
+/// What `tests/quality.rs` measures against other encoders: keiko's own AVIF encoder, as the
+/// backfill and the renditions run it.
+pub mod measure {
+    pub use crate::library::avif::{encode_at as encode_avif, SPEED as AVIF_SPEED};
+    pub use crate::library::pixels::Pixels;
+}
+
 /// A keiko that serves until it is stopped.
 pub struct Running {
     addr: SocketAddr,

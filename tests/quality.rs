@@ -1,9 +1,10 @@
 //! How many bytes AVIF needs for the visual quality of WebP, measured, not assumed: a benchmark
 //! harness, ignored by `cargo test` (it takes minutes), run by `scripts/avif-bench.sh`.
 //!
-//! For each photo (JPEGs from `KEIKO_QUALITY_PHOTOS`, at most `KEIKO_QUALITY_COUNT` of them), it
-//! encodes lossy WebP (libwebp, as keiko does) and AVIF (ravif, at `KEIKO_AVIF_SPEED`, one
-//! thread, as keiko's backfill does) at a sweep of qualities, decodes each with a reference
+//! For each photo (JPEGs and PNGs from `KEIKO_QUALITY_PHOTOS`, at most `KEIKO_QUALITY_COUNT` of them), it
+//! encodes lossy WebP (libwebp, as keiko does) and AVIF (keiko's own encoder by default, or the
+//! one `KEIKO_AVIF_ENCODER` names to compare with: `ravif`, or `avifenc ARGS` for libaom; one
+//! thread each, at `KEIKO_AVIF_SPEED`, keiko's by default) at a sweep of qualities, decodes each with a reference
 //! decoder (libwebp; avifdec from Debian for AVIF), and scores it against the source with
 //! SSIMULACRA2 (the `ssimulacra2` crate: 90 is visually lossless, 70 high quality, 50 medium).
 //! Then, for each target score, it finds by linear interpolation the bytes each format needs
@@ -58,15 +59,75 @@ fn webp(rgb: &[u8], width: usize, height: usize, quality: u8) -> (Vec<u8>, Vec<u
     (bytes, decoded)
 }
 
-fn avif(rgb: &[u8], width: usize, height: usize, quality: u8, speed: u8) -> (Vec<u8>, Vec<u8>) {
+/// Which AVIF encoder the harness measures (`KEIKO_AVIF_ENCODER`).
+#[derive(Clone, Copy)]
+enum AvifEncoder<'a> {
+    /// keiko's own (rav1e at 4:2:0): the default.
+    Keiko,
+    /// ravif 0.13 (rav1e at 4:4:4 with ravif's speed tweaks).
+    Ravif,
+    /// Debian's avifenc (libavif 0.11 with libaom 3.6), with these arguments.
+    Avifenc(&'a str),
+}
+
+impl<'a> AvifEncoder<'a> {
+    fn named(name: &'a str) -> AvifEncoder<'a> {
+        match name {
+            "" | "keiko" => AvifEncoder::Keiko,
+            "ravif" => AvifEncoder::Ravif,
+            _ => match name.strip_prefix("avifenc") {
+                Some(args) => AvifEncoder::Avifenc(args),
+                None => panic!("KEIKO_AVIF_ENCODER: keiko, ravif or avifenc [ARGS], not {name}"),
+            },
+        }
+    }
+}
+
+/// `rgb` encoded by Debian's avifenc at `quality` (mapped onto libaom's 0-63 quantizer).
+fn avifenc(rgb: &[u8], width: usize, height: usize, quality: u8, speed: u8, args: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.png"), dir.path().join("out.avif"));
+    let mut png = png::Encoder::new(std::fs::File::create(&input).unwrap(), width as u32, height as u32);
+    png.set_color(png::ColorType::Rgb);
+    png.write_header().unwrap().write_image_data(rgb).unwrap();
+    let quantizer = ((100 - u32::from(quality)) * 63 / 100).to_string();
+    let avifenc = common::debian("libavif-bin", "avifenc");
+    let done = Command::new(avifenc)
+        .args(["-j", "1", "-s", &speed.to_string(), "--min", &quantizer, "--max", &quantizer])
+        .args(args.split_whitespace())
+        .arg(&input)
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "avifenc: {}", String::from_utf8_lossy(&done.stderr));
+    std::fs::read(&output).unwrap()
+}
+
+fn avif(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    quality: u8,
+    speed: u8,
+    encoder: AvifEncoder,
+) -> (Vec<u8>, Vec<u8>) {
     use rgb::FromSlice;
-    let bytes = ravif::Encoder::new()
-        .with_quality(f32::from(quality))
-        .with_speed(speed)
-        .with_num_threads(Some(1))
-        .encode_rgb(ravif::Img::new(rgb.as_rgb(), width, height))
-        .unwrap()
-        .avif_file;
+    let bytes = match encoder {
+        AvifEncoder::Keiko => {
+            let pixels = keiko::measure::Pixels::rgb(width as u32, height as u32, rgb.to_vec());
+            keiko::measure::encode_avif(&pixels, quality, speed).unwrap()
+        }
+        AvifEncoder::Ravif => {
+            ravif::Encoder::new()
+                .with_quality(f32::from(quality))
+                .with_speed(speed)
+                .with_num_threads(Some(1))
+                .encode_rgb(ravif::Img::new(rgb.as_rgb(), width, height))
+                .unwrap()
+                .avif_file
+        }
+        AvifEncoder::Avifenc(args) => avifenc(rgb, width, height, quality, speed, args),
+    };
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.avif"), dir.path().join("out.png"));
     std::fs::write(&input, &bytes).unwrap();
@@ -80,6 +141,29 @@ fn avif(rgb: &[u8], width: usize, height: usize, quality: u8, speed: u8) -> (Vec
     let channels = info.color_type.samples();
     let decoded = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
     (bytes, decoded)
+}
+
+/// A JPEG or an 8-bit PNG as RGB rows (any alpha dropped), with its width and height.
+fn read_rgb(photo: &std::path::Path) -> (Vec<u8>, usize, usize) {
+    let bytes = std::fs::read(photo).unwrap();
+    if photo.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let channels = info.color_type.samples();
+        assert!(channels >= 3, "{}: a grey PNG; the harness measures colour photos", photo.display());
+        let rgb = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        return (rgb, info.width as usize, info.height as usize);
+    }
+    let options = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
+    let mut decoder =
+        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(&bytes), options);
+    let rgb = decoder.decode().unwrap();
+    let (width, height) = decoder.dimensions().unwrap();
+    (rgb, width, height)
 }
 
 /// The bytes at which `points` (by rising quality) reach `target`, interpolated; None if never.
@@ -114,20 +198,23 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn avif_bytes_against_webp_at_equal_ssimulacra2() {
     let dir = PathBuf::from(std::env::var("KEIKO_QUALITY_PHOTOS").unwrap_or_else(|_| "assets/images".into()));
     let count: usize = env_or("KEIKO_QUALITY_COUNT", 8);
-    let speed: u8 = env_or("KEIKO_AVIF_SPEED", 6);
+    let encoder_name = std::env::var("KEIKO_AVIF_ENCODER").unwrap_or_default();
+    let encoder = AvifEncoder::named(&encoder_name);
+    let speed: u8 = env_or("KEIKO_AVIF_SPEED", keiko::measure::AVIF_SPEED);
     let mut photos: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+            p.extension().is_some_and(|e| ["jpg", "jpeg", "png"].iter().any(|x| e.eq_ignore_ascii_case(x)))
         })
         .collect();
     photos.sort();
     photos.truncate(count);
     assert!(!photos.is_empty(), "no JPEG in {}", dir.display());
     println!(
-        "SSIMULACRA2 against the source; AVIF speed {speed}, one thread; {} photos from {}",
+        "SSIMULACRA2 against the source; AVIF by {} at speed {speed}, one thread; {} photos from {}",
+        if encoder_name.is_empty() { "keiko" } else { &encoder_name },
         photos.len(),
         dir.display()
     );
@@ -135,13 +222,7 @@ fn avif_bytes_against_webp_at_equal_ssimulacra2() {
     let mut qualities: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); TARGETS.len()];
     let (mut webp_ms, mut avif_ms, mut megapixels) = (Vec::new(), Vec::new(), Vec::new());
     for photo in &photos {
-        let bytes = std::fs::read(photo).unwrap();
-        let options = zune_core::options::DecoderOptions::default()
-            .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
-        let mut decoder =
-            zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(&bytes), options);
-        let rgb = decoder.decode().unwrap();
-        let (width, height) = decoder.dimensions().unwrap();
+        let (rgb, width, height) = read_rgb(photo);
         megapixels.push((width * height) as f64 / 1e6);
         let sweep = |encode: &dyn Fn(u8) -> (Vec<u8>, Vec<u8>), qualities: &[u8]| -> Vec<Point> {
             qualities
@@ -155,7 +236,7 @@ fn avif_bytes_against_webp_at_equal_ssimulacra2() {
                 .collect()
         };
         let webp_points = sweep(&|q| webp(&rgb, width, height, q), &WEBP_QUALITIES);
-        let avif_points = sweep(&|q| avif(&rgb, width, height, q, speed), &AVIF_QUALITIES);
+        let avif_points = sweep(&|q| avif(&rgb, width, height, q, speed, encoder), &AVIF_QUALITIES);
         let name = photo.file_name().unwrap().to_string_lossy();
         for (codec, points) in [("webp", &webp_points), ("avif", &avif_points)] {
             let line: Vec<String> =

@@ -23,7 +23,7 @@ pub(crate) mod encode;
 #[cfg(feature = "heif")]
 mod heif;
 pub(crate) mod jpeg;
-mod pixels;
+pub(crate) mod pixels;
 mod pool;
 mod reconcile;
 pub(crate) mod scan;

@@ -10,3 +10,11 @@ pub struct Pixels {
     pub(crate) alpha: bool,
     pub(crate) data: Vec<u8>,
 }
+
+impl Pixels {
+    /// Opaque pixels from interleaved 8-bit RGB rows (`data` of `width * height * 3` bytes).
+    pub fn rgb(width: u32, height: u32, data: Vec<u8>) -> Pixels {
+        debug_assert_eq!(data.len(), width as usize * height as usize * 3);
+        Pixels { width, height, alpha: false, data }
+    }
+}
