@@ -16,13 +16,13 @@
 use anyhow::anyhow;
 use rav1e::prelude::*;
 
+use super::encode::{Encoding, AUTO_QUALITY};
 use super::pixels::Pixels;
 
-/// The AVIF quality (1-100) that looks like lossy WebP at `webp`: the same number, measured from
-/// quality 40 to 90 on photos (docs/BENCHMARKS.md section 13), and used wherever the operator's
-/// WebP quality is.
-pub(crate) fn quality_for(webp: u8) -> u8 {
-    webp.clamp(1, 100)
+/// The AVIF quality (1-100) that looks like an image's WebP `encoding`: the same number, measured
+/// from quality 40 to 90 on photos (docs/BENCHMARKS.md section 13); `auto`'s for a lossless WebP.
+pub(crate) fn quality_for(encoding: &Encoding) -> u8 {
+    encoding.quality.unwrap_or(AUTO_QUALITY).clamp(1, 100)
 }
 /// rav1e's speed preset (1 slowest - 10 fastest).
 pub const SPEED: u8 = 6;
@@ -227,7 +227,9 @@ mod tests {
 
     #[test]
     fn the_avif_quality_is_the_webp_quality() {
-        assert_eq!(quality_for(75), 75);
-        assert_eq!(quality_for(0), 1);
+        let lossy = |quality| Encoding { quality, max_side: 0, animation: None };
+        assert_eq!(quality_for(&lossy(Some(60))), 60);
+        assert_eq!(quality_for(&lossy(Some(0))), 1);
+        assert_eq!(quality_for(&lossy(None)), AUTO_QUALITY, "a lossless WebP: auto's quality");
     }
 }

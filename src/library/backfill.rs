@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::avif;
 use super::cache::Cache;
 use super::decode::{decode, Format};
-use super::encode::{downscaled, Encoding, AUTO_QUALITY};
+use super::encode::{downscaled, Encoding};
 use super::pool::{lower_priority, Limits, Priority};
 use super::scan::{Shown, Stamp};
 use super::stats::LibraryStats;
@@ -53,9 +53,13 @@ pub(crate) enum Result {
 pub(crate) fn key(content: &blake3::Hash, encoding: &Encoding) -> String {
     let mut hasher = blake3::Hasher::new();
     hasher.update(content.as_bytes());
-    let quality = avif::quality_for(encoding.quality.unwrap_or(AUTO_QUALITY));
     hasher.update(
-        format!("{};max-side={};upright-srgb", avif::describe(quality), encoding.max_side).as_bytes(),
+        format!(
+            "{};max-side={};upright-srgb",
+            avif::describe(avif::quality_for(encoding)),
+            encoding.max_side
+        )
+        .as_bytes(),
     );
     format!("{}.avif", &hasher.finalize().to_hex()[..32])
 }
@@ -116,8 +120,7 @@ fn run(job: &Job, limits: Limits, max_pixels: u64, cache: &Cache, stats: &Librar
             max_pixels / 1_000_000
         ));
     }
-    let quality = avif::quality_for(job.encoding.quality.unwrap_or(AUTO_QUALITY));
-    let bytes = match avif::encode(&pixels, quality) {
+    let bytes = match avif::encode(&pixels, avif::quality_for(&job.encoding)) {
         Ok(bytes) => bytes,
         Err(e) => return Result::Skipped(format!("{e:#}")),
     };

@@ -90,8 +90,7 @@ where
             let bytes = match codec {
                 Codec::Webp => encode(&pixels, encoding)?,
                 Codec::Avif => {
-                    let webp = encoding.quality.unwrap_or(crate::library::encode::AUTO_QUALITY);
-                    avif::encode(&pixels, variant.quality.unwrap_or_else(|| avif::quality_for(webp)))?
+                    avif::encode(&pixels, variant.quality.unwrap_or_else(|| avif::quality_for(&encoding)))?
                 }
                 Codec::Jpeg => jpeg::encode(&pixels, variant.quality.unwrap_or(jpeg::QUALITY))?,
             };
