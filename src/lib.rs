@@ -12,6 +12,7 @@
 //!
 //! The rooms: [`config`] turns flags and environment into what the program uses; `library` owns
 //! the directory (scan, watch, encode pool, disk cache) and publishes `catalog` snapshots;
+//! `store` puts that directory in an S3-compatible bucket shared by a fleet, with its encodings;
 //! [`http`] parses, frames bodies, routes and builds responses, with no I/O; `server` runs the
 //! loops, the connections and the handlers; [`variants`] makes renditions off the loops; `hits`
 //! carries hits to the database; `admin` holds the write routes' rules; `metrics` exposes what
@@ -38,20 +39,26 @@ mod library;
 mod metrics;
 mod server;
 pub mod signing;
+mod store;
 mod test_hooks;
 pub mod variants;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Remote};
 use crate::config::Config;
 use crate::hits::{HitStats, Registry, WriterThread};
 use crate::library::{Library, LibraryStats, Trigger};
 use crate::metrics::Exposition;
 use crate::server::{Driver, Flags, Server, ServerStats, Shared};
+use crate::store::announce::{Announcer, Listener};
+use crate::store::mirror::{self, Mirror, Nudger};
+use crate::store::stats::StoreStats;
+use crate::store::{Bucket, Failure, Location};
 use crate::variants::{VariantStats, Variants};
 
 /// The hit store, for the baseline and for tests that drive a database directly.
@@ -79,6 +86,7 @@ pub struct Running {
     addr: SocketAddr,
     server: Server,
     library: Library,
+    follower: Option<Follower>,
     writer: WriterThread,
     hit_stats: &'static HitStats,
     database: String,
@@ -98,6 +106,8 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     let cors_origin = config.cors_origin()?;
     let trusted_proxies = config.trusted_proxies()?;
     let presets: &'static http::route::Presets = leak(config.presets()?);
+    let bucket = config.bucket()?;
+    let mirror_options = config.mirror()?;
     let mut store = Store::open(&config.db)?;
     let known = store.starting_counts()?;
     let database = store.describe();
@@ -111,11 +121,29 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     exposition.register(hit_stats);
     exposition.register(library_stats);
     exposition.register(variant_stats);
+    let store_stats = bucket.is_some().then(|| leak(StoreStats::default()));
+    if let Some(stats) = store_stats {
+        exposition.register(stats);
+    }
+    let bucket = match (bucket, store_stats) {
+        (Some(location), Some(stats)) => Some(Arc::new(open_bucket(&location, stats)?)),
+        _ => None,
+    };
 
     let fd_limit = server::raise_fd_limit();
     let listeners = server::bind(config.addr, threads)?;
     let addr = listeners[0].local_addr()?;
-    let (library, published) = Library::start(library_options, registry, library_stats)?;
+    let images = library_options.images.clone();
+    if bucket.is_some() {
+        std::fs::create_dir_all(&images)
+            .with_context(|| format!("cannot create the bucket's mirror {}", images.display()))?;
+    }
+    let shared_encodings = bucket.clone().map(|b| b as Arc<dyn library::Shared>);
+    let (library, published) = Library::start(library_options, shared_encodings, registry, library_stats)?;
+    let follower = match &bucket {
+        Some(bucket) => Some(Follower::start(bucket.clone(), mirror_options, &library, &config.db)?),
+        None => None,
+    };
     let (hits_tx, hits_rx) = hits::channel();
     let writer = hits::spawn_writer(store, hits_rx, registry, &hit_stats.writer, config.flush_interval())
         .context("cannot start the hit writer")?;
@@ -123,7 +151,11 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         Variants::start(variant_options, variant_stats).context("cannot start the render threads")?;
     variants.warm(presets.variants().collect(), published).context("cannot start the preset thread")?;
     let admin = admin_token.map(|token| {
-        leak(Admin::new(token, config.images.clone(), library.rescanner(), config.upload_limits()))
+        let remote = bucket
+            .clone()
+            .zip(follower.as_ref())
+            .map(|(bucket, follower)| Remote { bucket, mirror: follower.nudger.clone() });
+        leak(Admin::new(token, images, library.rescanner(), remote, config.upload_limits()))
     });
     let shared = leak(Shared {
         published,
@@ -133,6 +165,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
             .then(|| format!("renditions: this server serves only its {presets}")),
         variants,
         admin,
+        store: store_stats,
         exposition: leak(exposition),
         stats: server_stats,
         timeouts: config.timeouts(),
@@ -153,7 +186,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         config.cache_dir().display(),
         started.elapsed().as_millis()
     );
-    Ok(Running { addr, server, library, writer, hit_stats, database })
+    Ok(Running { addr, server, library, follower, writer, hit_stats, database })
 }
 
 /// `target` signed with the first of the configured signing keys, expiring `expires_in` seconds
@@ -201,6 +234,9 @@ impl Running {
     /// writes every hit the loops handed over. An error means hits were lost, and says so.
     pub fn stop(self) -> anyhow::Result<()> {
         self.server.stop();
+        if let Some(follower) = self.follower {
+            follower.stop();
+        }
         self.library.stop();
         if self.writer.finish().is_err() {
             anyhow::bail!("the hit writer panicked: hits since the last flush are lost");
@@ -212,6 +248,59 @@ impl Running {
             self.database
         );
         Ok(())
+    }
+}
+
+/// Connects to the bucket of an s3:// library and checks it: a bucket that refuses (missing, of
+/// another layout, without the permissions keiko needs) stops the start; one that does not answer
+/// is retried in the background while the node serves its mirror of the last run.
+fn open_bucket(location: &Location, stats: &'static StoreStats) -> anyhow::Result<Bucket> {
+    let bucket = Bucket::connect(location, stats)?;
+    match bucket.check() {
+        Ok(()) => {}
+        Err(Failure::Refused(why)) => anyhow::bail!("cannot use {location} as the image library: {why}"),
+        Err(unreachable) => tracing::warn!(
+            "{location}: {unreachable}; starting with the images this node copied before, and retrying"
+        ),
+    }
+    Ok(bucket)
+}
+
+/// What follows a bucket: the mirror, and with a shared PostgreSQL database the listener for the
+/// other nodes' changes.
+struct Follower {
+    mirror: Mirror,
+    nudger: Nudger,
+    listener: Option<Listener>,
+}
+
+impl Follower {
+    fn start(
+        bucket: Arc<Bucket>,
+        options: mirror::Options,
+        library: &Library,
+        database: &hits::Database,
+    ) -> anyhow::Result<Follower> {
+        let postgres = database.postgres_url().map(hits::postgres_config).transpose()?;
+        let announcer = postgres.clone().map(Announcer::new);
+        let (mirror, nudger) = Mirror::start(bucket, options, library.rescanner(), announcer)
+            .context("cannot start the bucket's mirror")?;
+        let listener = match postgres {
+            Some(config) => {
+                let mirror = nudger.clone();
+                let listener = Listener::start(config, move || mirror.announced());
+                Some(listener.context("cannot start the fleet's listener")?)
+            }
+            None => None,
+        };
+        Ok(Follower { mirror, nudger, listener })
+    }
+
+    fn stop(self) {
+        if let Some(listener) = self.listener {
+            listener.stop();
+        }
+        self.mirror.stop();
     }
 }
 

@@ -14,6 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
@@ -21,6 +22,8 @@ use subtle::ConstantTimeEq;
 use crate::library::decode::{decode, probe, Format};
 use crate::library::scan::{self, is_candidate};
 use crate::library::{Rescanner, Trigger};
+use crate::store::mirror::Nudger;
+use crate::store::{Bucket, Failure};
 use index::{sha256, to_hex, ContentIndex, Sha256Digest};
 
 /// The admin token. Its Debug form is redacted, so no log line or panic message can show it.
@@ -71,9 +74,17 @@ pub(crate) struct Admin {
     token: Token,
     images: PathBuf,
     rescanner: Rescanner,
+    remote: Option<Remote>,
     pub(crate) limits: UploadLimits,
     next_temp: AtomicU64,
     index: ContentIndex,
+}
+
+/// With an object-store library, where writes go: the bucket (durable there before the answer),
+/// and the mirror, which copies the change into the image directory this node serves from.
+pub(crate) struct Remote {
+    pub(crate) bucket: Arc<Bucket>,
+    pub(crate) mirror: Nudger,
 }
 
 /// An upload that was stored.
@@ -91,6 +102,7 @@ pub(crate) struct Stored {
 }
 
 /// Why an upload was not stored.
+#[derive(Debug)]
 pub(crate) enum Refused {
     /// Not an image keiko serves, damaged, or over the pixel limit: 415.
     Unsupported(String),
@@ -100,14 +112,32 @@ pub(crate) enum Refused {
     BadBody(&'static str),
     /// The filesystem refused: 500.
     Io(io::Error),
+    /// The object store does not answer: 503, try again later.
+    Unavailable(String),
+}
+
+impl From<Failure> for Refused {
+    fn from(failure: Failure) -> Refused {
+        match failure {
+            Failure::Unreachable(why) => Refused::Unavailable(why),
+            Failure::Refused(why) => Refused::Io(io::Error::other(why)),
+        }
+    }
 }
 
 impl Admin {
-    pub(crate) fn new(token: Token, images: PathBuf, rescanner: Rescanner, limits: UploadLimits) -> Admin {
+    pub(crate) fn new(
+        token: Token,
+        images: PathBuf,
+        rescanner: Rescanner,
+        remote: Option<Remote>,
+        limits: UploadLimits,
+    ) -> Admin {
         Admin {
             token,
             images,
             rescanner,
+            remote,
             limits,
             next_temp: AtomicU64::new(0),
             index: ContentIndex::new(limits.max_file_bytes),
@@ -126,7 +156,9 @@ impl Admin {
     /// renamed over the name, and the directory synced, so that the file is whole and durable
     /// before the answer goes out and a concurrent upload to the same name leaves one of the two,
     /// never a mix. Content that another file of the directory already holds becomes a hard link
-    /// to it: stored once. Blocking, and CPU-heavy for big images: run it on the blocking pool.
+    /// to it: stored once. With an object-store library the image is put in the bucket instead
+    /// (whole, and durable there, before this returns), and the mirror copies it here.
+    /// Blocking, and CPU-heavy for big images: run it on the blocking pool.
     pub(crate) fn store(&self, name: Option<&str>, bytes: &[u8]) -> Result<Stored, Refused> {
         let max_pixels = self.limits.max_pixels;
         let (format, _, _) = probe(bytes, max_pixels).map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
@@ -142,6 +174,13 @@ impl Admin {
             Some(_) => return Err(Refused::BadName("name: 1 to 255 bytes with the extension added")),
             None => format!("{}.{}", &to_hex(&digest)[..16], extension(format)),
         };
+        if let Some(remote) = &self.remote {
+            let created = !remote.bucket.contains(&name)?;
+            remote.bucket.put_original(&name, bytes.to_vec())?;
+            remote.mirror.wrote();
+            let sha256 = to_hex(&digest);
+            return Ok(Stored { name, created, width, height, bytes: bytes.len(), sha256, linked_to: None });
+        }
         let path = self.images.join(&name);
         let created = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => return Err(Refused::BadName("name: is a directory")),
@@ -208,8 +247,21 @@ impl Admin {
     }
 
     /// Removes image `name` from the directory, durably (the directory is synced after the unlink)
-    /// and asks the library to look again. Ok(false) when there is no such file. Blocking.
-    pub(crate) fn remove(&self, name: &str) -> io::Result<bool> {
+    /// and asks the library to look again; with an object-store library, from the bucket, and the
+    /// mirror removes it here. Ok(false) when there is no such image. Blocking.
+    pub(crate) fn remove(&self, name: &str) -> Result<bool, Refused> {
+        if let Some(remote) = &self.remote {
+            if !remote.bucket.contains(name)? {
+                return Ok(false);
+            }
+            remote.bucket.delete_original(name)?;
+            remote.mirror.wrote();
+            return Ok(true);
+        }
+        self.remove_file(name).map_err(Refused::Io)
+    }
+
+    fn remove_file(&self, name: &str) -> io::Result<bool> {
         let path = self.images.join(name);
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => return Ok(false),
@@ -305,7 +357,7 @@ mod tests {
             max_pixels: 1 << 20,
             max_file_bytes: 1 << 20,
         };
-        Admin::new("s3cret".parse().unwrap(), dir.to_path_buf(), Rescanner::detached(), limits)
+        Admin::new("s3cret".parse().unwrap(), dir.to_path_buf(), Rescanner::detached(), None, limits)
     }
 
     #[test]

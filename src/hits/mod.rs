@@ -31,6 +31,8 @@ use std::cell::RefCell;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+/// How a fleet's other users of its PostgreSQL database connect (the object store's announcements).
+pub(crate) use libpq::config as postgres_config;
 pub(crate) use registry::{write_json, Registry, Tally};
 pub(crate) use stats::{HitStats, WriterStats};
 pub use store::{Database, Store};

@@ -36,6 +36,14 @@ impl Database {
             Database::Postgres(_) => None,
         }
     }
+
+    /// The URL of a fleet's shared PostgreSQL database, None for SQLite.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        match self {
+            Database::Sqlite(_) => None,
+            Database::Postgres(url) => Some(url),
+        }
+    }
 }
 
 impl std::fmt::Debug for Database {

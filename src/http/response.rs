@@ -252,6 +252,14 @@ pub static STORE_FAILED: Canned = canned!(
     "the image could not be stored; the server's log says why\n",
     "57"
 );
+/// A write route while the object store of an s3:// library does not answer.
+pub static STORE_UNAVAILABLE: Canned = canned!(
+    Status::ServiceUnavailable,
+    "503 Service Unavailable",
+    "Cache-Control: no-store\r\nRetry-After: 5\r\n",
+    "the object store does not answer; the image was not changed, try again later\n",
+    "77"
+);
 pub static BAD_REQUEST: Canned = canned!(Status::BadRequest, "400 Bad Request", "", "bad request\n", "12");
 pub static NOT_FOUND: Canned = canned!(Status::NotFound, "404 Not Found", "", "not found\n", "10");
 /// The methods a path allows, for a 405's `Allow` header.
@@ -485,6 +493,7 @@ mod tests {
             &DELETE_FAILED,
             &TOO_LARGE,
             &STORE_FAILED,
+            &STORE_UNAVAILABLE,
             &BAD_REQUEST,
             &NOT_FOUND,
             &METHOD_NOT_ALLOWED,

@@ -89,7 +89,7 @@ pub(crate) fn spawn(
 
 fn run(job: &Job, limits: Limits, max_pixels: u64, cache: &Cache, stats: &LibraryStats) -> Result {
     let key = key(&job.hash, &job.encoding);
-    if let Some((body, _)) = cache.get(&key, None) {
+    if let Some((body, _)) = cache.get_or_fetch(&key) {
         return Result::Ready(Arc::new(body));
     }
     let stamp_now = || std::fs::metadata(&job.path).map(|m| Stamp::of(&m)).ok();
@@ -125,7 +125,9 @@ fn run(job: &Job, limits: Limits, max_pixels: u64, cache: &Cache, stats: &Librar
         Err(e) => return Result::Skipped(format!("{e:#}")),
     };
     stats.avif_encoded(started.elapsed());
-    match cache.put(&key, &bytes) {
+    let stored = cache.put(&key, &bytes);
+    cache.share(&key, &bytes);
+    match stored {
         Ok((body, _)) => Result::Ready(Arc::new(body)),
         Err(e) => {
             tracing::warn!("{}: cannot keep its AVIF encoding: {e:#}", Shown(&job.name));

@@ -24,6 +24,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -112,8 +113,18 @@ struct Manifest {
     records: Vec<Record>,
 }
 
+/// Encodings shared by a fleet (the object store's, see `store`): looked in before encoding, and
+/// given what this node encodes. `file` is the cache file's name, `<key>.webp` or `<key>.avif`.
+pub(crate) trait Shared: Send + Sync {
+    /// The encoding another node made, if there is one (and the store answers).
+    fn fetch(&self, file: &str) -> Option<Vec<u8>>;
+    /// Offers an encoding made here to the other nodes; a failure only costs them an encode.
+    fn publish(&self, file: &str, bytes: &[u8]);
+}
+
 pub(crate) struct Cache {
     dir: PathBuf,
+    shared: Option<Arc<dyn Shared>>,
     writable: AtomicBool,
     /// Makes temporary names unique among the encoding threads.
     next_temp: AtomicU64,
@@ -131,9 +142,10 @@ pub(crate) fn key(content: &blake3::Hash, encoding: &Encoding) -> String {
 impl Cache {
     /// Opens (creating it if needed) the cache in `dir`; an unusable directory is logged once and
     /// makes the cache hold encodings in memory.
-    pub(crate) fn open(dir: &Path, stats: &'static LibraryStats) -> Cache {
+    pub(crate) fn open(dir: &Path, shared: Option<Arc<dyn Shared>>, stats: &'static LibraryStats) -> Cache {
         let cache = Cache {
             dir: dir.to_path_buf(),
+            shared,
             writable: AtomicBool::new(true),
             next_temp: AtomicU64::new(0),
             stats,
@@ -166,11 +178,41 @@ impl Cache {
 
     /// A WebP encoding's file is its key with `.webp`; an AVIF encoding's key ends in `.avif`
     /// already (see `backfill::key`).
-    fn path(&self, key: &str) -> PathBuf {
+    fn file_name(key: &str) -> String {
         if key.ends_with(".avif") {
-            self.dir.join(key)
+            key.to_string()
         } else {
-            self.dir.join(format!("{key}.webp"))
+            format!("{key}.webp")
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(Cache::file_name(key))
+    }
+
+    /// The encoding under `key` from this node's cache, else from the fleet's (and then kept in
+    /// this node's cache too).
+    pub(crate) fn get_or_fetch(&self, key: &str) -> Option<(Body, Option<Written>)> {
+        if let Some((body, written)) = self.get(key, None) {
+            return Some((body, Some(written)));
+        }
+        let bytes = self.shared.as_ref()?.fetch(&Cache::file_name(key))?;
+        match self.put(key, &bytes) {
+            Ok(stored) => Some(stored),
+            Err(e) => {
+                tracing::warn!(
+                    "discarding the shared encoding {}: {e:#}; encoding it here",
+                    Cache::file_name(key)
+                );
+                None
+            }
+        }
+    }
+
+    /// Offers an encoding just made here to the fleet, when it shares them.
+    pub(crate) fn share(&self, key: &str, bytes: &[u8]) {
+        if let Some(shared) = &self.shared {
+            shared.publish(&Cache::file_name(key), bytes);
         }
     }
 
@@ -319,7 +361,7 @@ mod tests {
     #[test]
     fn stored_encodings_come_back_and_damaged_ones_are_discarded() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path(), stats());
+        let cache = Cache::open(dir.path(), None, stats());
         assert!(cache.is_writable());
         let webp = webp();
         let (body, written) = cache.put("k1", &webp).unwrap();
@@ -332,7 +374,7 @@ mod tests {
         assert!(!dir.path().join("k2.webp").exists(), "and is removed");
 
         std::fs::write(dir.path().join(".tmp-1-1"), b"half").unwrap();
-        let _reopened = Cache::open(dir.path(), stats());
+        let _reopened = Cache::open(dir.path(), None, stats());
         assert!(!dir.path().join(".tmp-1-1").exists(), "crash leftovers are removed at open");
 
         let (_, written) = cache.put("k4", &webp).unwrap();
@@ -352,7 +394,7 @@ mod tests {
     #[test]
     fn the_manifest_round_trips_for_its_own_directory_only() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path(), stats());
+        let cache = Cache::open(dir.path(), None, stats());
         let records = vec![
             Record {
                 name: "a.png".into(),
@@ -382,7 +424,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocked = dir.path().join("file-in-the-way");
         std::fs::write(&blocked, b"x").unwrap();
-        let cache = Cache::open(&blocked.join("cache"), stats());
+        let cache = Cache::open(&blocked.join("cache"), None, stats());
         assert!(!cache.is_writable());
         let webp = webp();
         let (body, written) = cache.put("k", &webp).unwrap();

@@ -39,6 +39,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crossbeam_channel::Sender;
 
+pub(crate) use cache::Shared;
 pub use encode::{Settings, WebpMode};
 pub use pool::Limits;
 pub(crate) use pool::{lower_priority, Priority};
@@ -78,6 +79,9 @@ pub(crate) enum Trigger {
     Signal,
     /// An upload or a deletion went through the write routes.
     Write,
+    /// The object-store mirror has copied its first listing (or found the store unreachable):
+    /// the first scan, which waits for it, may begin.
+    Store,
 }
 
 /// Asks the library thread to look at the directory again.
@@ -103,16 +107,20 @@ enum Control {
 
 impl Library {
     /// Checks the image directory (a missing or unreadable one is an error at once), then starts
-    /// the library thread, which publishes into the returned slot as images become ready.
+    /// the library thread, which publishes into the returned slot as images become ready. With
+    /// `shared` set, the directory is an object store's mirror: the fleet's encodings are looked
+    /// for there before encoding, and the first scan waits for the mirror's first listing.
     pub(crate) fn start(
         options: Options,
+        shared: Option<Arc<dyn Shared>>,
         registry: &'static Registry,
         stats: &'static LibraryStats,
     ) -> anyhow::Result<(Library, &'static Published)> {
         let images = std::fs::canonicalize(&options.images)
             .and_then(|dir| std::fs::read_dir(&dir).map(|_| dir))
             .with_context(|| format!("cannot read image directory {}", options.images.display()))?;
-        let cache = Arc::new(Cache::open(&options.cache, stats));
+        let held = shared.is_some();
+        let cache = Arc::new(Cache::open(&options.cache, shared, stats));
         let known = cache.load_manifest(&images);
         let (jobs, done) =
             pool::spawn(options.encoders, options.settings, options.limits, cache.clone(), stats)
@@ -135,6 +143,7 @@ impl Library {
             options.settings,
             options.max_age,
             options.rescan,
+            held,
             known,
             jobs,
             avif_jobs,

@@ -8,7 +8,8 @@
 //!
 //! A job re-checks the file's stamp before and after reading it, so a file that changes meanwhile
 //! is reported as unsettled instead of being encoded half-way; a cached encoding of the same
-//! content and settings is used instead of encoding again.
+//! content and settings (this node's, or with object storage the fleet's) is used instead of
+//! encoding again, and with object storage what is encoded is published for the other nodes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -162,9 +163,9 @@ fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &Lib
     let key = cache::key(&hash, &encoding);
     let outcome =
         |written| Outcome::Encoded { hash: hash.to_hex().to_string(), format, key: key.clone(), written };
-    if let Some((body, written)) = cache.get(&key, None) {
+    if let Some((body, written)) = cache.get_or_fetch(&key) {
         stats.cache_hit();
-        return Result::Ready { body: Arc::new(body), outcome: outcome(Some(written)) };
+        return Result::Ready { body: Arc::new(body), outcome: outcome(written) };
     }
     stats.cache_miss();
     let started = Instant::now();
@@ -191,7 +192,9 @@ fn run(job: &Job, settings: Settings, limits: Limits, cache: &Cache, stats: &Lib
         Err(e) => return Result::Failed(format!("{e:#}")),
     };
     stats.encoded(started.elapsed());
-    match cache.put(&key, &webp) {
+    let stored = cache.put(&key, &webp);
+    cache.share(&key, &webp);
+    match stored {
         Ok((body, written)) => Result::Ready { body: Arc::new(body), outcome: outcome(written) },
         Err(e) => Result::Failed(format!("cannot store its encoding: {e:#}")),
     }

@@ -48,10 +48,10 @@ impl State {
     ) {
         let mut next_rescan = self.rescan_every.map(|every| Instant::now() + every);
         loop {
-            let wake = [self.rescan_at, next_rescan, self.publish_due(Instant::now(), PUBLISH_EVERY)]
-                .into_iter()
-                .flatten()
-                .min();
+            // While held, only a message wakes the thread: no scan may start yet.
+            let scans = if self.held { [None, None] } else { [self.rescan_at, next_rescan] };
+            let wake =
+                scans.into_iter().chain([self.publish_due(Instant::now(), PUBLISH_EVERY)]).flatten().min();
             let timeout =
                 wake.map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
             select! {
@@ -60,6 +60,7 @@ impl State {
                         match trigger {
                             Trigger::Signal => tracing::info!("rescanning {} (SIGHUP)", self.images.display()),
                             Trigger::Write => tracing::debug!("rescanning {} (a write route changed it)", self.images.display()),
+                            Trigger::Store => self.held = false,
                         }
                         self.rescan_at = Some(Instant::now());
                     }
@@ -83,7 +84,8 @@ impl State {
                 default(timeout) => {}
             }
             let now = Instant::now();
-            if self.rescan_at.is_some_and(|at| at <= now) || next_rescan.is_some_and(|at| at <= now) {
+            let due = self.rescan_at.is_some_and(|at| at <= now) || next_rescan.is_some_and(|at| at <= now);
+            if due && !self.held {
                 self.rescan_at = None;
                 next_rescan = self.rescan_every.map(|every| now + every);
                 self.scan();

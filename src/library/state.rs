@@ -60,6 +60,8 @@ pub(super) struct State {
     /// What the directory watch says about files being written.
     pub(super) watch: Watch,
     pub(super) rescan_at: Option<Instant>,
+    /// The first scan waits until the object-store mirror has copied the bucket (`Trigger::Store`).
+    pub(super) held: bool,
     /// What can be served changed since the last snapshot.
     pub(super) changed: bool,
     pub(super) last_publish: Option<Instant>,
@@ -82,6 +84,7 @@ impl State {
         settings: Settings,
         max_age: u32,
         rescan_every: Option<Duration>,
+        held: bool,
         known: Vec<Record>,
         jobs: Sender<Job>,
         avif_jobs: Option<Sender<backfill::Job>>,
@@ -106,6 +109,7 @@ impl State {
             first_scan: Some(FirstScan { started: Instant::now(), from_cache: 0, encoded: 0 }),
             watch: Watch::default(),
             rescan_at: Some(Instant::now()),
+            held,
             changed: false,
             last_publish: None,
             unsaved: false,

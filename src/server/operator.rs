@@ -1,5 +1,6 @@
 //! What an operator or a load balancer reads: `/healthz` (the process answers), `/readyz` (an
-//! image is ready and keiko is not draining), `/hits` (every image's count as JSON), `/metrics`
+//! image is ready and keiko is not draining; with object storage it says when the store does not
+//! answer), `/hits` (every image's count as JSON), `/metrics`
 //! (the Prometheus exposition) and `/dashboard` (the page that charts them). None of these count
 //! a hit.
 
@@ -18,7 +19,16 @@ pub(crate) fn ready(w: &Worker, reply: Reply) -> Sent {
     if w.shared.flags.draining() {
         reply.canned(&DRAINING)
     } else if w.catalog().is_ready() {
-        reply.canned(&READY)
+        match w.shared.store.and_then(|store| store.down_for()) {
+            None => reply.canned(&READY),
+            // Still ready: the node serves what it has; an operator reads why it changes nothing.
+            Some(seconds) => reply.text(
+                Status::Ok,
+                &format!(
+                    "ready; the object store has not answered for {seconds} s: serving what this node has"
+                ),
+            ),
+        }
     } else {
         reply.canned(&NOT_READY)
     }

@@ -12,6 +12,7 @@ use crate::clients::TrustedProxies;
 use crate::http::route::Router;
 use crate::metrics::Exposition;
 use crate::signing::Signing;
+use crate::store::stats::StoreStats;
 use crate::variants::Variants;
 
 pub(crate) struct Shared {
@@ -22,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) variants: &'static Variants,
     /// The write routes, when an admin token is configured.
     pub(crate) admin: Option<&'static Admin>,
+    /// With an s3:// library, whether its store answers (`/readyz` says when it does not).
+    pub(crate) store: Option<&'static StoreStats>,
     pub(crate) exposition: &'static Exposition,
     pub(crate) stats: &'static ServerStats,
     pub(crate) timeouts: Timeouts,

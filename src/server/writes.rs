@@ -28,7 +28,7 @@ use crate::http::body::{Body, BodyError, Framing};
 use crate::http::request::Request;
 use crate::http::response::{
     header_safe, Status, BAD_REQUEST, DELETE_FAILED, NOT_FOUND, NO_CONTENT, REQUEST_TIMEOUT, STORE_FAILED,
-    TOO_LARGE, UNAUTHORIZED,
+    STORE_UNAVAILABLE, TOO_LARGE, UNAUTHORIZED,
 };
 use crate::library::scan::Shown;
 
@@ -143,6 +143,10 @@ pub(crate) async fn upload(
             tracing::error!("cannot store an upload: {e}");
             return reply.canned(&STORE_FAILED);
         }
+        Err(Refused::Unavailable(why)) => {
+            tracing::warn!("cannot store an upload: the object store does not answer: {why}");
+            return reply.canned(&STORE_UNAVAILABLE);
+        }
     };
     let location = format!("/images/{}", header_safe(&stored.name));
     let status = if stored.created { Status::Created } else { Status::Ok };
@@ -211,13 +215,21 @@ pub(crate) async fn delete(w: &Worker, request: &Request<'_>, name: &[u8], reply
     let removing = checked.clone();
     let removed = monoio::spawn_blocking(move || admin.remove(&removing))
         .await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the blocking pool dropped the job")));
+        .unwrap_or_else(|_| Err(Refused::Io(std::io::Error::other("the blocking pool dropped the job"))));
     match removed {
         Ok(true) => {}
         Ok(false) => return reply.canned(&NOT_FOUND),
-        Err(e) => {
+        Err(Refused::Unavailable(why)) => {
+            tracing::warn!("cannot delete {}: the object store does not answer: {why}", Shown(&checked));
+            return reply.canned(&STORE_UNAVAILABLE);
+        }
+        Err(Refused::Io(e)) => {
             tracing::error!("cannot delete {}: {e}", Shown(&checked));
             return reply.canned(&DELETE_FAILED);
+        }
+        // A removal checks no content or name beyond check_name above.
+        Err(Refused::Unsupported(_) | Refused::BadName(_) | Refused::BadBody(_)) => {
+            return reply.canned(&DELETE_FAILED)
         }
     }
     let started = Instant::now();

@@ -17,6 +17,7 @@ use zune_core::colorspace::ColorSpace;
 use zune_image::codecs::ImageFormat;
 use zune_image::image::Image;
 
+pub mod garage;
 pub mod inprocess;
 pub mod postgres;
 
