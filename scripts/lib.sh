@@ -21,6 +21,9 @@
 #   cpu_seconds PID... / rss_kb PID [FIELD]    CPU time and memory from /proc
 #   hits_in_db DB                    SELECT sum(count) FROM hits of a SQLite database
 #   need_packages PKG[:TEST]... / install_packages PKG... / need_k6     what the scripts run
+#   free_port                        a free TCP port on 127.0.0.1
+#   need_garage / start_garage DIR / garage_stop / garage_resume / s3_put FILE KEY / s3_delete KEY
+#                                    a real S3-compatible store (Garage) for keiko's s3:// library
 #
 # Processes are stopped by PID only, and only while they are still this shell's children: a PID
 # that exited and was reused by another process is left alone.
@@ -252,3 +255,69 @@ need_garage() {
   fi
   export GARAGE
 }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_garage DIR: a one-node Garage (replication_factor 1) with its config, data and log in DIR,
+# on free loopback ports, holding the bucket `keiko` and a key made now that may read and write
+# it. Exports what keiko (and any AWS tool) reads: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# AWS_REGION=garage and AWS_ENDPOINT_URL. Stopped with the script (by PID) like anything else.
+start_garage() {
+  local dir="$1" rpc s3 id end
+  need_garage
+  rpc="$(free_port)"; s3="$(free_port)"
+  cat > "$dir/garage.toml" <<EOF_GARAGE
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(random_hex 32)"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+EOF_GARAGE
+  GARAGE_CONF="$dir/garage.toml"; GARAGE_LOG="$dir/garage.log"
+  garage_resume
+  end=$((SECONDS + 30))
+  until id="$(garage_ node id -q 2>/dev/null)"; do
+    lib_alive "$GARAGE_PID" || die "Garage exited: $(tail -n 3 "$GARAGE_LOG")"
+    [ "$SECONDS" -lt "$end" ] || die "Garage did not start within 30 s"
+    sleep 0.2
+  done
+  garage_ layout assign -z dc1 -c 1G "${id%%@*}" >/dev/null
+  garage_ layout apply --version 1 >/dev/null
+  until garage_ bucket create keiko >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$end" ] || die "Garage did not create the bucket within 30 s"
+    sleep 0.2
+  done
+  export AWS_ACCESS_KEY_ID="GK$(random_hex 12)" AWS_SECRET_ACCESS_KEY="$(random_hex 32)"
+  export AWS_REGION=garage AWS_ENDPOINT_URL="http://127.0.0.1:$s3"
+  garage_ key import --yes -n keiko "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >/dev/null
+  garage_ bucket allow --read --write --owner keiko --key keiko >/dev/null
+  garage_wait_answering 30
+}
+garage_() { "$GARAGE" -c "$GARAGE_CONF" "$@"; }
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+garage_resume() {
+  "$GARAGE" -c "$GARAGE_CONF" server >> "$GARAGE_LOG" 2>&1 &
+  GARAGE_PID=$!; track_pid "$GARAGE_PID"
+}
+garage_stop() { stop_pid "$GARAGE_PID"; untrack_pid "$GARAGE_PID"; }
+# garage_wait_answering SECONDS: until its S3 API answers a signed listing.
+garage_wait_answering() {
+  local end=$((SECONDS + $1))
+  until s3_ -o /dev/null "$AWS_ENDPOINT_URL/keiko?list-type=2&max-keys=1" 2>/dev/null; do
+    [ "$SECONDS" -lt "$end" ] || die "Garage's S3 API did not answer within $1 s"
+    sleep 0.2
+  done
+}
+# A signed S3 request (curl's SigV4; Garage wants the payload hash header, here unsigned).
+s3_() {
+  curl -sSf --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
+}
+s3_put() { s3_ -o /dev/null -T "$1" "$AWS_ENDPOINT_URL/keiko/$2"; }
+s3_delete() { s3_ -o /dev/null -X DELETE "$AWS_ENDPOINT_URL/keiko/$1"; }

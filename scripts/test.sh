@@ -10,7 +10,8 @@
 #   --fuzz S   afterwards, fuzz the request reader and the body reader for S seconds each
 #              (scripts/fuzz.sh)
 #   --soak S   afterwards, run the mixed-load soak for S seconds (scripts/soak.sh)
-#   --fleet    afterwards, run the fleet check's quick mode (scripts/fleet.sh --quick)
+#   --fleet    afterwards, run the fleet check's quick mode (scripts/fleet.sh --quick), on a shared
+#              directory and in object storage (--object-store)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -49,4 +50,8 @@ if [ -n "$FUZZ" ]; then scripts/fuzz.sh "$FUZZ"; fi
 if [ -n "$SOAK" ]; then scripts/soak.sh --duration "$SOAK"; fi
 # The fleet check runs the debug binary the tests just built: it checks behaviour, not speed, and
 # this spares CI a release build.
-if [ -n "$FLEET" ]; then KEIKO_BIN="${KEIKO_BIN:-target/debug/keiko}" scripts/fleet.sh --quick; fi
+# Both: the library on a shared disk, and in object storage (Garage).
+if [ -n "$FLEET" ]; then
+  KEIKO_BIN="${KEIKO_BIN:-target/debug/keiko}" scripts/fleet.sh --quick
+  KEIKO_BIN="${KEIKO_BIN:-target/debug/keiko}" scripts/fleet.sh --quick --object-store
+fi
