@@ -230,6 +230,8 @@ fn a_bucket_that_refuses_stops_the_start_with_a_clear_message() {
     assert!(log.contains("cannot use s3://no-such-bucket/lib as the image library"), "{log}");
     let log = refused_start(&garage, LIBRARY, &[("AWS_SECRET_ACCESS_KEY", "wrong-secret")]);
     assert!(log.contains("cannot use s3://keiko/lib as the image library"), "{log}");
+    let log = refused_start(&garage, LIBRARY, &[("AWS_REGION", "us-east-1")]);
+    assert!(log.contains("cannot use s3://keiko/lib as the image library"), "a wrong region: {log}");
     let log = refused_start(&garage, "s3://keiko/nested", &[]);
     assert!(log.contains("holds no image directly, only the prefixes photos/"), "{log}");
     garage.put("lib/.keiko/layout", b"somebody else's layout\n");

@@ -209,6 +209,11 @@ impl Cache {
         }
     }
 
+    /// Whether encodings are shared with a fleet.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Offers an encoding just made here to the fleet, when it shares them.
     pub(crate) fn share(&self, key: &str, bytes: &[u8]) {
         if let Some(shared) = &self.shared {

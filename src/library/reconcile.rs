@@ -163,6 +163,11 @@ impl State {
                 }
             }
         }
+        // With a fleet's shared encodings, each node takes new images in an order of its own, so
+        // that nodes starting together mostly encode different images and fetch the others'.
+        if self.cache.is_shared() {
+            fastrand::shuffle(&mut candidates);
+        }
         for found in candidates {
             match moved.remove(&found.stamp) {
                 Some(renamed) => self.renamed(found, renamed),

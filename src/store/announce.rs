@@ -65,7 +65,7 @@ impl Listener {
 
     pub(crate) fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        super::join_briefly(self.thread, "fleet listener");
     }
 }
 

@@ -85,9 +85,7 @@ impl Mirror {
 
     pub(crate) fn stop(self) {
         let _ = self.nudges.send(Nudge::Stop);
-        if self.thread.join().is_err() {
-            tracing::error!("the mirror thread panicked");
-        }
+        super::join_briefly(self.thread, "mirror");
     }
 }
 

@@ -346,8 +346,13 @@ impl Bucket {
     }
 }
 
+/// While the store does not answer (the mirror found so, and retries), the encode threads neither
+/// wait for it nor log each image: they encode, and what they make is not published.
 impl crate::library::Shared for Bucket {
     fn fetch(&self, file: &str) -> Option<Vec<u8>> {
+        if self.stats.down_for().is_some() {
+            return None;
+        }
         match self.get(&self.encoding(file), MAX_ENCODING_BYTES) {
             Ok(Some(bytes)) => {
                 self.stats.fetched();
@@ -362,8 +367,12 @@ impl crate::library::Shared for Bucket {
     }
 
     fn publish(&self, file: &str, bytes: &[u8]) {
+        if self.stats.down_for().is_some() {
+            return;
+        }
         match self.put(&self.encoding(file), bytes.to_vec()) {
             Ok(()) => self.stats.published(),
+            Err(Failure::Unreachable(why)) => tracing::debug!("cannot publish encoding {file}: {why}"),
             Err(e) => tracing::warn!(
                 "cannot publish encoding {file} in {}: {e}; other nodes will encode it themselves",
                 self.location
@@ -383,6 +392,23 @@ fn classify(e: &object_store::Error) -> Failure {
         }
         _ if why.contains("status code: 4") || why.contains("error response") => Failure::Refused(why),
         _ => Failure::Unreachable(why),
+    }
+}
+
+/// Waits a moment for a thread asked to stop, then leaves it: one blocked in a request to a store
+/// that does not answer must not hold up a shutdown (it holds nothing that needs finishing).
+pub(crate) fn join_briefly(thread: std::thread::JoinHandle<()>, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match thread.is_finished() {
+        true => {
+            if thread.join().is_err() {
+                tracing::error!("the {what} thread panicked");
+            }
+        }
+        false => tracing::debug!("not waiting any longer for the {what} thread"),
     }
 }
 
