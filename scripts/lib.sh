@@ -287,7 +287,12 @@ EOF_GARAGE
     [ "$SECONDS" -lt "$end" ] || die "Garage did not start within 30 s"
     sleep 0.2
   done
-  garage_ layout assign -z dc1 -c 1G "${id%%@*}" >/dev/null
+  # `node id` reads the key on disk; the first command that needs the server waits for it.
+  until garage_ layout assign -z dc1 -c 1G "${id%%@*}" >/dev/null 2>&1; do
+    lib_alive "$GARAGE_PID" || die "Garage exited: $(tail -n 3 "$GARAGE_LOG")"
+    [ "$SECONDS" -lt "$end" ] || die "Garage did not take its layout within 30 s"
+    sleep 0.2
+  done
   garage_ layout apply --version 1 >/dev/null
   until garage_ bucket create keiko >/dev/null 2>&1; do
     [ "$SECONDS" -lt "$end" ] || die "Garage did not create the bucket within 30 s"

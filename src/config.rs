@@ -54,6 +54,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub store_poll_ms: u64,
 
+    /// With an s3:// library, also share renditions through the bucket (under .keiko/renditions/):
+    /// a node looks there before rendering one and publishes what it renders
+    #[arg(long, env = "KEIKO_STORE_RENDITIONS")]
+    pub store_renditions: bool,
+
     /// Where hit counts are kept: a SQLite file (created if missing), or a postgres:// URL for
     /// several nodes sharing one table (what the URL leaves out comes from PGHOST, PGPORT,
     /// PGUSER, PGDATABASE, PGPASSWORD and ~/.pgpass)

@@ -147,8 +147,10 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     let (hits_tx, hits_rx) = hits::channel();
     let writer = hits::spawn_writer(store, hits_rx, registry, &hit_stats.writer, config.flush_interval())
         .context("cannot start the hit writer")?;
-    let variants =
-        Variants::start(variant_options, variant_stats).context("cannot start the render threads")?;
+    let shared_renditions =
+        bucket.clone().filter(|_| config.store_renditions).map(|b| b as Arc<dyn library::Shared>);
+    let variants = Variants::start(variant_options, shared_renditions, variant_stats)
+        .context("cannot start the render threads")?;
     variants.warm(presets.variants().collect(), published).context("cannot start the preset thread")?;
     let admin = admin_token.map(|token| {
         let remote = bucket

@@ -78,7 +78,7 @@ fn a_bucket_is_listed_followed_and_its_encodings_made_once_for_the_fleet() {
     garage.put("elsewhere.jpg", &photo(96));
 
     // `auto`: the JPEGs are lossy WebP, and so also get an AVIF.
-    let auto = || Options::default().arg("--webp", "auto");
+    let auto = || Options::default().arg("--webp", "auto").env("KEIKO_STORE_RENDITIONS", "true");
     let first = node(&garage, None, auto().arg("--store-poll-ms", "200"));
     assert_eq!(names(&first), ["a.jpg", "b.png", "c.jpg"], "only the images directly under the prefix");
     assert_eq!(first.metric("keiko_store_up"), 1.0);
@@ -118,6 +118,13 @@ fn a_bucket_is_listed_followed_and_its_encodings_made_once_for_the_fleet() {
         == 2.0));
     assert_eq!(second.metric("keiko_avif_encode_duration_seconds_count"), 0.0, "no AVIF encoded either");
     assert_eq!(second.get("/images/c.jpg").body, first.get("/images/c.jpg").body, "the same bytes");
+
+    let thumb = first.get("/images/c.jpg/36/24");
+    assert_eq!(thumb.status, 200);
+    assert_eq!(first.metric("keiko_render_duration_seconds_count"), 1.0);
+    assert_eq!(garage.keys("lib/.keiko/renditions").len(), 1, "a rendition shared when asked");
+    assert_eq!(second.get("/images/c.jpg/36/24").body, thumb.body, "the second node fetches it");
+    assert_eq!(second.metric("keiko_render_duration_seconds_count"), 0.0, "and renders nothing");
     no_secret_in(&first.log());
     no_secret_in(&second.log());
 }

@@ -113,13 +113,14 @@ struct Manifest {
     records: Vec<Record>,
 }
 
-/// Encodings shared by a fleet (the object store's, see `store`): looked in before encoding, and
-/// given what this node encodes. `file` is the cache file's name, `<key>.webp` or `<key>.avif`.
+/// What a fleet shares through its object store (see `store`): encodings, looked in before
+/// encoding and given what this node encodes, and (when asked) renditions. `name` is a path under
+/// the store's own prefix: `encodings/<key>.webp`, `encodings/<key>.avif`, `renditions/<file>`.
 pub(crate) trait Shared: Send + Sync {
-    /// The encoding another node made, if there is one (and the store answers).
-    fn fetch(&self, file: &str) -> Option<Vec<u8>>;
-    /// Offers an encoding made here to the other nodes; a failure only costs them an encode.
-    fn publish(&self, file: &str, bytes: &[u8]);
+    /// What another node made, if it is there (and the store answers).
+    fn fetch(&self, name: &str) -> Option<Vec<u8>>;
+    /// Offers what was made here to the other nodes; a failure only costs them the work.
+    fn publish(&self, name: &str, bytes: &[u8]);
 }
 
 pub(crate) struct Cache {
@@ -196,7 +197,7 @@ impl Cache {
         if let Some((body, written)) = self.get(key, None) {
             return Some((body, Some(written)));
         }
-        let bytes = self.shared.as_ref()?.fetch(&Cache::file_name(key))?;
+        let bytes = self.shared.as_ref()?.fetch(&format!("encodings/{}", Cache::file_name(key)))?;
         match self.put(key, &bytes) {
             Ok(stored) => Some(stored),
             Err(e) => {
@@ -217,7 +218,7 @@ impl Cache {
     /// Offers an encoding just made here to the fleet, when it shares them.
     pub(crate) fn share(&self, key: &str, bytes: &[u8]) {
         if let Some(shared) = &self.shared {
-            shared.publish(&Cache::file_name(key), bytes);
+            shared.publish(&format!("encodings/{}", Cache::file_name(key)), bytes);
         }
     }
 

@@ -6,6 +6,7 @@
 //!  s3://bucket/prefix/.keiko/layout                which layout keiko keeps there, checked at start
 //!  s3://bucket/prefix/.keiko/encodings/<key>.webp  encodings any node made: content and settings
 //!  s3://bucket/prefix/.keiko/encodings/<key>.avif  in the key, so a node fetches instead of encoding
+//!  s3://bucket/prefix/.keiko/renditions/<file>      with --store-renditions: renditions, the same way
 //! ```
 //!
 //! The bucket is never on a request's path. [`mirror`] copies the originals into a directory of
@@ -292,8 +293,9 @@ impl Bucket {
         self.prefix.child(".keiko").child(name)
     }
 
-    fn encoding(&self, file: &str) -> Path {
-        self.prefix.child(".keiko").child("encodings").child(file)
+    /// Where `name` (`encodings/<file>`, `renditions/<file>`) of the fleet's shared work is.
+    fn shared(&self, name: &str) -> Path {
+        name.split('/').fold(self.prefix.child(".keiko"), |path, part| path.child(part))
     }
 
     fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<(), Failure> {
@@ -349,32 +351,32 @@ impl Bucket {
 /// While the store does not answer (the mirror found so, and retries), the encode threads neither
 /// wait for it nor log each image: they encode, and what they make is not published.
 impl crate::library::Shared for Bucket {
-    fn fetch(&self, file: &str) -> Option<Vec<u8>> {
+    fn fetch(&self, name: &str) -> Option<Vec<u8>> {
         if self.stats.down_for().is_some() {
             return None;
         }
-        match self.get(&self.encoding(file), MAX_ENCODING_BYTES) {
+        match self.get(&self.shared(name), MAX_ENCODING_BYTES) {
             Ok(Some(bytes)) => {
                 self.stats.fetched();
                 Some(bytes)
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::debug!("cannot look for encoding {file} in {}: {e}", self.location);
+                tracing::debug!("cannot look for {name} in {}: {e}", self.location);
                 None
             }
         }
     }
 
-    fn publish(&self, file: &str, bytes: &[u8]) {
+    fn publish(&self, name: &str, bytes: &[u8]) {
         if self.stats.down_for().is_some() {
             return;
         }
-        match self.put(&self.encoding(file), bytes.to_vec()) {
+        match self.put(&self.shared(name), bytes.to_vec()) {
             Ok(()) => self.stats.published(),
-            Err(Failure::Unreachable(why)) => tracing::debug!("cannot publish encoding {file}: {why}"),
+            Err(Failure::Unreachable(why)) => tracing::debug!("cannot publish {name}: {why}"),
             Err(e) => tracing::warn!(
-                "cannot publish encoding {file} in {}: {e}; other nodes will encode it themselves",
+                "cannot publish {name} in {}: {e}; other nodes will make it themselves",
                 self.location
             ),
         }

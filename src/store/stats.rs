@@ -148,13 +148,13 @@ impl Collector for StoreStats {
         counter(
             &mut encoder,
             "keiko_store_encodings_fetched",
-            "Encodings another node made, fetched from the bucket instead of encoded here.",
+            "Encodings (and shared renditions) another node made, fetched from the bucket instead of made here.",
             self.fetched.load(Relaxed),
         )?;
         counter(
             &mut encoder,
             "keiko_store_encodings_published",
-            "Encodings made here and published in the bucket for the other nodes.",
+            "Encodings (and shared renditions) made here and published in the bucket for the other nodes.",
             self.published.load(Relaxed),
         )
     }

@@ -39,7 +39,7 @@ use crate::catalog::{digest, Image};
 use crate::clients::{Client, RenderBudgets};
 use crate::http::response::ImageHeads;
 use crate::library::scan::Shown;
-use crate::library::{Priority, Settings};
+use crate::library::{Priority, Settings, Shared};
 use crate::test_hooks;
 use budget::Budget;
 use disk::Disk;
@@ -206,6 +206,8 @@ pub(crate) struct Variants {
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
     jobs: Sender<Job>,
     disk: Option<Disk>,
+    /// With an object-store library and `--store-renditions`: the fleet's renditions.
+    shared: Option<Arc<dyn Shared>>,
     budget: Budget,
     /// Each client's budget of renders, when there is one.
     budgets: Option<RenderBudgets>,
@@ -215,7 +217,11 @@ pub(crate) struct Variants {
 
 impl Variants {
     /// Starts the render threads (they live as long as the process).
-    pub(crate) fn start(options: Options, stats: &'static VariantStats) -> anyhow::Result<&'static Variants> {
+    pub(crate) fn start(
+        options: Options,
+        shared: Option<Arc<dyn Shared>>,
+        stats: &'static VariantStats,
+    ) -> anyhow::Result<&'static Variants> {
         let (jobs, queue) = crossbeam_channel::bounded(options.queue);
         let disk = options.dir.as_deref().and_then(|dir| Disk::open(dir, options.disk_bytes));
         let memory = quick_cache::sync::Cache::with_weighter(1024, options.memory_bytes, Weigh);
@@ -224,6 +230,7 @@ impl Variants {
             flights: Mutex::new(HashMap::new()),
             jobs,
             disk,
+            shared,
             budget: Budget::new(options.budget_pixels),
             budgets: RenderBudgets::new(options.client_burst, options.client_per_second),
             options,
@@ -347,7 +354,8 @@ impl Variants {
         }
     }
 
-    /// The rendition from disk, or rendered (and then stored on disk).
+    /// The rendition from disk, or from the fleet's store, or rendered (and then kept on disk and
+    /// offered to the fleet).
     fn make(&self, job: &Job) -> anyhow::Result<Rendered> {
         if let Some(ms) = test_hooks::knob(test_hooks::RENDER_DELAY_MS) {
             // Slow renders make the queue fill up.
@@ -360,14 +368,18 @@ impl Variants {
             Form::Picture(_) => Some(job.key.variant.codec.unwrap_or(Codec::Webp)),
         };
         let from_disk = self.disk.as_ref().and_then(|d| d.get(&file, |b| is_whole(codec, b)));
-        let output = match from_disk {
-            Some(bytes) => {
-                self.stats.read_from_disk();
-                match codec {
-                    None => Output::Text(bytes),
-                    Some(codec) => Output::Picture(codec, bytes),
-                }
-            }
+        if from_disk.is_some() {
+            self.stats.read_from_disk();
+        }
+        let stored = from_disk.or_else(|| {
+            let fetched = self.shared.as_ref()?.fetch(&format!("renditions/{file}"))?;
+            is_whole(codec, &fetched).then(|| self.keep_on_disk(&file, fetched))
+        });
+        let output = match stored {
+            Some(bytes) => match codec {
+                None => Output::Text(bytes),
+                Some(codec) => Output::Picture(codec, bytes),
+            },
             None => {
                 let started = Instant::now();
                 let go_on = || if job.flight.abandoned() { Err(Cancelled) } else { Ok(()) };
@@ -377,15 +389,27 @@ impl Variants {
                 self.stats.set_pixels_in_flight(self.budget.used());
                 let output = render::render(body, &job.key.variant, settings, &go_on)?;
                 self.stats.rendered(started.elapsed());
-                if let Some(disk) = &self.disk {
-                    let (Output::Picture(_, bytes) | Output::Text(bytes)) = &output;
-                    disk.put(&file, bytes);
-                    self.stats.set_disk_bytes(disk.used());
+                let (Output::Picture(_, bytes) | Output::Text(bytes)) = output;
+                let bytes = self.keep_on_disk(&file, bytes);
+                if let Some(shared) = &self.shared {
+                    shared.publish(&format!("renditions/{file}"), &bytes);
                 }
-                output
+                match codec {
+                    None => Output::Text(bytes),
+                    Some(codec) => Output::Picture(codec, bytes),
+                }
             }
         };
         Ok(self.represent(&job.image, output))
+    }
+
+    /// Keeps a rendition on disk, when renditions are kept there; hands it back.
+    fn keep_on_disk(&self, file: &str, bytes: Vec<u8>) -> Vec<u8> {
+        if let Some(disk) = &self.disk {
+            disk.put(file, &bytes);
+            self.stats.set_disk_bytes(disk.used());
+        }
+        bytes
     }
 
     fn represent(&self, image: &Image, output: Output) -> Rendered {

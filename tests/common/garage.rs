@@ -62,7 +62,8 @@ impl Garage {
         garage.resume();
         let id = garage.until_ok(&["node", "id", "-q"]);
         let id = id.trim().split('@').next().unwrap().to_string();
-        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
+        // `node id` reads the key on disk; the first command that needs the server waits for it.
+        garage.until_ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
         garage.cli(&["layout", "apply", "--version", "1"]);
         garage.until_ok(&["bucket", "create", BUCKET]);
         garage.cli(&["key", "import", "--yes", "-n", "keiko", KEY_ID, SECRET]);
