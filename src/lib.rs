@@ -284,7 +284,8 @@ impl Follower {
         database: &hits::Database,
     ) -> anyhow::Result<Follower> {
         let postgres = database.postgres_url().map(hits::postgres_config).transpose()?;
-        let announcer = postgres.clone().map(Announcer::new);
+        let announcer =
+            postgres.clone().map(Announcer::start).transpose().context("cannot start the announcer")?;
         let (mirror, nudger) = Mirror::start(bucket, options, library.rescanner(), announcer)
             .context("cannot start the bucket's mirror")?;
         let listener = match postgres {

@@ -213,6 +213,29 @@ fn the_store_down_under_load_fails_no_request_and_loses_no_hit() {
     no_secret_in(&log);
 }
 
+#[test]
+fn a_key_that_decodes_to_a_path_is_skipped_and_nothing_is_written_outside_the_mirror() {
+    let garage = Garage::start();
+    garage.put("lib/a.jpg", &photo(64));
+    garage.put_raw("lib/..%2Fescape.jpg", &photo(72));
+    garage.put_raw("lib/%2Ftmp%2Fkeiko-escape-test.jpg", &photo(80));
+    garage.put_raw("lib/caf%C3%A9.jpg", &photo(88));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = Options::default().arg("--cache-dir", tmp.path().join("cache").to_str().unwrap());
+    for (key, value) in garage.env() {
+        options = options.env(&key, &value);
+    }
+    let keiko = Keiko::start_with(Path::new(LIBRARY), &tmp.path().join("k.db"), options);
+    assert_eq!(names(&keiko), ["a.jpg", "café.jpg"], "a percent-encoded name is served decoded");
+    assert!(!tmp.path().join("cache/escape.jpg").exists(), "nothing written beside the mirror");
+    assert!(!Path::new("/tmp/keiko-escape-test.jpg").exists(), "nor anywhere else");
+    let log = keiko.log();
+    // `../escape.jpg` starts with a dot: not an image name at all, like a hidden file.
+    assert_eq!(log.matches("holds '/'").count(), 1, "one warning:\n{log}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(keiko.log().matches("holds '/'").count(), 1, "not again at the next listing");
+}
+
 /// Runs keiko on `library` with `env` until it exits (it must refuse to start); its log.
 fn refused_start(garage: &Garage, library: &str, env: &[(&str, &str)]) -> String {
     let tmp = tempfile::tempdir().unwrap();

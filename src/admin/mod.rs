@@ -87,6 +87,17 @@ pub(crate) struct Remote {
     pub(crate) mirror: Nudger,
 }
 
+impl Remote {
+    /// Refuses at once while the store is known not to answer (the mirror retries it every few
+    /// seconds): a write must not hold a blocking thread for a store that hangs.
+    fn answering(&self) -> Result<(), Refused> {
+        match self.bucket.stats.down_for() {
+            Some(seconds) => Err(Refused::Unavailable(format!("not answering for {seconds} s"))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An upload that was stored.
 pub(crate) struct Stored {
     pub(crate) name: String,
@@ -175,6 +186,7 @@ impl Admin {
             None => format!("{}.{}", &to_hex(&digest)[..16], extension(format)),
         };
         if let Some(remote) = &self.remote {
+            remote.answering()?;
             let created = !remote.bucket.contains(&name)?;
             remote.bucket.put_original(&name, bytes.to_vec())?;
             remote.mirror.wrote();
@@ -251,6 +263,7 @@ impl Admin {
     /// mirror removes it here. Ok(false) when there is no such image. Blocking.
     pub(crate) fn remove(&self, name: &str) -> Result<bool, Refused> {
         if let Some(remote) = &self.remote {
+            remote.answering()?;
             if !remote.bucket.contains(name)? {
                 return Ok(false);
             }

@@ -17,31 +17,45 @@ const CHANNEL: &str = "keiko_library";
 const TICK: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(30);
 
-/// Sends the announcements (from the mirror thread, after it listed a change this node made).
+/// Sends the announcements, on a thread of its own: a connection that hangs (a half-open TCP
+/// connection waits minutes for the kernel to give up) must not hold up the mirror that asks.
 pub(crate) struct Announcer {
-    config: Config,
-    client: Option<Client>,
+    wake: crossbeam_channel::Sender<()>,
 }
 
 impl Announcer {
-    pub(crate) fn new(config: Config) -> Announcer {
-        Announcer { config, client: None }
+    /// Starts the thread; it ends when the announcer is dropped.
+    pub(crate) fn start(config: Config) -> std::io::Result<Announcer> {
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new().name("keiko-announce".into()).spawn(move || {
+            let mut client = None;
+            for () in woken {
+                announce(&config, &mut client);
+            }
+        })?;
+        Ok(Announcer { wake })
     }
 
-    /// Tells every listening node to list the bucket now. A failure is logged and forgotten:
-    /// the other nodes' polls will see the change anyway.
-    pub(crate) fn announce(&mut self) {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = self.config.connect(NoTls).ok();
-        }
-        let sent = match &mut self.client {
-            Some(client) => client.batch_execute(&format!("NOTIFY {CHANNEL}")).map_err(|e| e.to_string()),
-            None => Err("PostgreSQL does not answer".into()),
-        };
-        if let Err(e) = sent {
-            self.client = None;
-            tracing::debug!("cannot announce a change of the bucket to the fleet ({e}); the other nodes' polls will see it");
-        }
+    /// Tells every listening node to list the bucket now (one announcement waiting is enough).
+    pub(crate) fn announce(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// One NOTIFY. A failure is logged and forgotten: the other nodes' polls will see the change.
+fn announce(config: &Config, client: &mut Option<Client>) {
+    if client.as_ref().is_none_or(Client::is_closed) {
+        *client = config.connect(NoTls).ok();
+    }
+    let sent = match client {
+        Some(client) => client.batch_execute(&format!("NOTIFY {CHANNEL}")).map_err(|e| e.to_string()),
+        None => Err("PostgreSQL does not answer".into()),
+    };
+    if let Err(e) = sent {
+        *client = None;
+        tracing::debug!(
+            "cannot announce a change of the bucket to the fleet ({e}); the other nodes' polls will see it"
+        );
     }
 }
 

@@ -3,15 +3,19 @@
 //! (inotify on the mirror, stamps, renames, the manifest across restarts) and a request never
 //! waits for the store.
 //!
-//! It lists the bucket at start and then every `poll` (and at once when a write route of this
-//! node changed the bucket, or another node announced that it did), copies what is new or changed
-//! (by size and modification time, which the copy takes from the listing) through a temporary
-//! dot-name renamed into place, and removes what the bucket no longer holds. Only a complete
-//! listing removes anything. An original over the library's file size limit is not copied.
+//! It lists the bucket at start and then every `poll` (and at once, but at most every
+//! [`LEAST_GAP`], when a write route of this node changed the bucket or another node announced
+//! that it did), copies what is new or changed through a temporary dot-name renamed into place,
+//! and removes what the bucket no longer holds. Only a complete listing removes anything. A copy
+//! keeps the listing's size, modification time and ETag (in the `user.keiko.etag` extended
+//! attribute, where the filesystem has them), which the next listing is compared with. An
+//! original over the library's file size limit, or whose name cannot be a file name of the
+//! directory, is not copied; one that cannot be copied is skipped with one warning, and the
+//! others are copied all the same.
 //!
 //! While the store does not answer, the mirror keeps what it has and tries again after 1 s,
-//! doubling to 30 s; the library's first scan waits for the first listing, or for the first
-//! failure, after which the node serves the mirror left by its last run.
+//! doubling to 10 s; the library's first scan waits for the first sync (every original copied),
+//! or for the first failure, after which the node serves the mirror left by its last run.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,7 +31,11 @@ use crate::library::scan::{Shown, UPLOAD_TEMP_PREFIX};
 use crate::library::{Rescanner, Trigger};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-const LAST_RETRY: Duration = Duration::from_secs(30);
+const LAST_RETRY: Duration = Duration::from_secs(10);
+/// Least time between two listings, however many nudges arrive (any database user may NOTIFY).
+const LEAST_GAP: Duration = Duration::from_millis(200);
+/// Where a copy keeps its object's ETag.
+const ETAG_ATTRIBUTE: &std::ffi::CStr = c"user.keiko.etag";
 
 /// Why the mirror should list the bucket now.
 pub(crate) enum Nudge {
@@ -100,12 +108,17 @@ struct State {
 }
 
 impl State {
-    fn run(mut self, nudges: Receiver<Nudge>, library: Rescanner, mut announcer: Option<Announcer>) {
+    fn run(mut self, nudges: Receiver<Nudge>, library: Rescanner, announcer: Option<Announcer>) {
         let mut first = true;
         let mut retry = FIRST_RETRY;
         let mut announce = false;
         let mut down: Option<Instant> = None;
+        let mut listed_at: Option<Instant> = None;
         loop {
+            if let Some(gap) = listed_at.map(|at| LEAST_GAP.saturating_sub(at.elapsed())) {
+                std::thread::sleep(gap);
+            }
+            listed_at = Some(Instant::now());
             let wait = match self.sync() {
                 Ok(changed) => {
                     if let Some(since) = down.take() {
@@ -119,7 +132,7 @@ impl State {
                         tracing::debug!("mirrored {changed} change(s) of {}", self.bucket.location());
                     }
                     if std::mem::take(&mut announce) {
-                        if let Some(announcer) = &mut announcer {
+                        if let Some(announcer) = &announcer {
                             announcer.announce();
                         }
                     }
@@ -175,7 +188,7 @@ impl State {
                 }
                 continue;
             }
-            if here == Some((object.size, object.modified)) {
+            if here.as_ref().is_some_and(|here| here.is(object)) {
                 self.warned.remove(&object.name);
                 continue;
             }
@@ -190,7 +203,9 @@ impl State {
 
     /// Why an original is not copied at all, if it is not.
     fn not_copied(&self, object: &Object) -> Option<String> {
-        if object.name.len() > 255 {
+        if object.name.contains(['/', '\\', '\0']) {
+            Some("its name, decoded, holds '/', '\\' or NUL".into())
+        } else if object.name.len() > 255 {
             Some("its name is longer than a file name may be (255 bytes)".into())
         } else if object.size > self.options.max_file_bytes {
             let limit = self.options.max_file_bytes;
@@ -209,11 +224,11 @@ impl State {
             std::process::id(),
             self.copies
         ));
-        let copied = self.bucket.download(&object.name, &temp, self.options.max_file_bytes);
+        let copied = self.bucket.download(object, &temp, self.options.max_file_bytes);
         let placed = match copied {
             Ok(Some(bytes)) => {
                 self.bucket.stats.downloaded(bytes);
-                place(&temp, &self.options.dir.join(&object.name), object.modified)
+                place(&temp, &self.options.dir.join(&object.name), object)
             }
             Ok(None) => Ok(false),
             Err(Failure::Refused(why)) => Err(std::io::Error::other(why)),
@@ -241,27 +256,65 @@ impl State {
     }
 }
 
-/// Gives the copy the listing's modification time (what the next listing is compared with)
-/// and renames it over `path`.
-fn place(temp: &Path, path: &Path, modified: SystemTime) -> std::io::Result<bool> {
+/// Gives the copy the listing's modification time and ETag (what the next listing is compared
+/// with) and renames it over `path`.
+fn place(temp: &Path, path: &Path, object: &Object) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
     let file = std::fs::File::options().write(true).open(temp)?;
-    file.set_modified(modified)?;
+    file.set_modified(object.modified)?;
+    if let Some(etag) = &object.etag {
+        // SAFETY: the name is a C string, the value a live buffer of the length given. A
+        // filesystem without extended attributes refuses: size and time are then compared alone.
+        unsafe {
+            libc::fsetxattr(file.as_raw_fd(), ETAG_ATTRIBUTE.as_ptr(), etag.as_ptr().cast(), etag.len(), 0)
+        };
+    }
     drop(file);
     std::fs::rename(temp, path)?;
     Ok(true)
 }
 
-/// The mirror's images by name, with their size and modification time.
-fn mirrored(dir: &Path) -> HashMap<String, (u64, SystemTime)> {
+/// A copy in the mirror, as the listing it came from described its object.
+#[derive(Debug, PartialEq, Eq)]
+struct Copy {
+    size: u64,
+    modified: SystemTime,
+    etag: Option<String>,
+}
+
+impl Copy {
+    /// Whether this is a copy of `object` as listed now.
+    fn is(&self, object: &Object) -> bool {
+        (self.size, self.modified) == (object.size, object.modified)
+            && (self.etag.is_none() || self.etag == object.etag)
+    }
+}
+
+/// The mirror's images by name.
+fn mirrored(dir: &Path) -> HashMap<String, Copy> {
     let Ok(entries) = std::fs::read_dir(dir) else { return HashMap::new() };
     entries
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             let meta = entry.metadata().ok().filter(|m| m.is_file())?;
-            (!name.starts_with('.')).then_some((name, (meta.len(), meta.modified().ok()?)))
+            let copy =
+                Copy { size: meta.len(), modified: meta.modified().ok()?, etag: etag_of(&entry.path()) };
+            (!name.starts_with('.')).then_some((name, copy))
         })
         .collect()
+}
+
+fn etag_of(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut value = [0u8; 256];
+    // SAFETY: both names are C strings; the buffer is live and its length is given.
+    let read = unsafe {
+        libc::getxattr(path.as_ptr(), ETAG_ATTRIBUTE.as_ptr(), value.as_mut_ptr().cast(), value.len())
+    };
+    let read = usize::try_from(read).ok()?;
+    String::from_utf8(value[..read].to_vec()).ok()
 }
 
 #[cfg(test)]
@@ -274,11 +327,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let temp = dir.path().join(format!("{UPLOAD_TEMP_PREFIX}mirror-1-1"));
         std::fs::write(&temp, b"abc").unwrap();
-        let listed = UNIX_EPOCH + Duration::from_millis(1_765_000_000_123);
-        assert!(place(&temp, &dir.path().join("a.jpg"), listed).unwrap());
+        let object = Object {
+            key: object_store::path::Path::from("lib/a.jpg"),
+            name: "a.jpg".into(),
+            size: 3,
+            modified: UNIX_EPOCH + Duration::from_millis(1_765_000_000_123),
+            etag: Some("\"900150983cd24fb0\"".into()),
+        };
+        assert!(place(&temp, &dir.path().join("a.jpg"), &object).unwrap());
         std::fs::write(dir.path().join(".hidden.jpg"), b"x").unwrap();
         let found = mirrored(dir.path());
         assert_eq!(found.len(), 1, "temporary and hidden files are not the mirror's: {:?}", found.keys());
-        assert_eq!(found["a.jpg"], (3, listed));
+        let copy = &found["a.jpg"];
+        assert!(copy.is(&object), "{copy:?}");
+        assert!(!copy.is(&Object { size: 4, ..object.clone() }));
+        // Rewritten with the same size in the same millisecond: only the ETag tells.
+        let rewritten = Object { etag: Some("\"other\"".into()), ..object.clone() };
+        if copy.etag.is_some() {
+            assert!(!copy.is(&rewritten));
+        }
     }
 }

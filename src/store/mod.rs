@@ -105,9 +105,15 @@ impl std::fmt::Display for Failure {
 /// An original in the bucket, as the listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Object {
+    /// Its key as listed, which is what is read: another tool may have written a key that
+    /// object_store would encode differently from `name`.
+    key: Path,
+    /// The file name it is served under: the key's last segment, percent-decoded.
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) modified: SystemTime,
+    /// Changes with every write of the object, even one of the same size in the same second.
+    pub(crate) etag: Option<String>,
 }
 
 /// The bucket, and the runtime its requests run on.
@@ -123,13 +129,15 @@ impl Bucket {
     /// A client for `location`, its settings from the environment and the shared AWS files.
     pub(crate) fn connect(location: &Location, stats: &'static StoreStats) -> anyhow::Result<Bucket> {
         let profile = Profile::resolve()?;
-        let mut builder = AmazonS3Builder::from_env()
+        let mut builder = profile
+            .apply(AmazonS3Builder::new())
             .with_bucket_name(&location.bucket)
             .with_region(profile.region.as_deref().unwrap_or("us-east-1"))
             .with_client_options(
                 ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(2))
-                    .with_timeout(Duration::from_secs(60)),
+                    // A whole request, body included: a 100 MB original at 1 MB/s.
+                    .with_timeout(Duration::from_secs(120)),
             )
             // Retries are short: the mirror and the callers retry again with their own backoff,
             // and an upload must answer 503 soon rather than hang while the store is down.
@@ -144,12 +152,6 @@ impl Bucket {
             });
         if let Some(endpoint) = &profile.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
-        }
-        if let (Some(id), Some(secret)) = (&profile.access_key_id, &profile.secret_access_key) {
-            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
-            if let Some(token) = &profile.session_token {
-                builder = builder.with_token(token);
-            }
         }
         let store = builder.build().with_context(|| format!("cannot use {location}"))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,19 +218,23 @@ impl Bucket {
         self.list_all().map(|(objects, _)| objects)
     }
 
-    /// The originals and the names of the prefixes below the prefix.
+    /// The originals and the names of the prefixes below the prefix. Of two keys that decode to
+    /// one name (`a b.jpg`, `a%20b.jpg`), the first listed is the original.
     fn list_all(&self) -> Result<(Vec<Object>, Vec<String>), Failure> {
         let prefix = (!self.location.prefix.is_empty()).then_some(&self.prefix);
         let listed = self.run(Op::List, self.store.list_with_delimiter(prefix))?;
+        let mut names = std::collections::HashSet::new();
         let objects = listed
             .objects
             .into_iter()
             .filter_map(|meta| {
                 let name = decoded(meta.location.filename()?);
-                is_candidate(&name).then(|| Object {
+                (is_candidate(&name) && names.insert(name.clone())).then(|| Object {
                     name,
                     size: meta.size,
                     modified: meta.last_modified.into(),
+                    etag: meta.e_tag,
+                    key: meta.location,
                 })
             })
             .collect();
@@ -236,13 +242,17 @@ impl Bucket {
         Ok((objects, prefixes))
     }
 
-    /// Copies original `name` into the file `to` (created), refusing more than `max_bytes`;
-    /// Ok(None) when it is gone from the bucket.
-    pub(crate) fn download(&self, name: &str, to: &FsPath, max_bytes: u64) -> Result<Option<u64>, Failure> {
+    /// Copies an original into the file `to` (created), refusing more than `max_bytes`;
+    /// Ok(None) when it is gone from the bucket. A failure of the local file is `Refused`.
+    pub(crate) fn download(
+        &self,
+        object: &Object,
+        to: &FsPath,
+        max_bytes: u64,
+    ) -> Result<Option<u64>, Failure> {
         use std::io::Write;
-        let path = self.original(name);
         let copy = async {
-            let got = match self.store.get(&path).await {
+            let got = match self.store.get(&object.key).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e),
@@ -383,16 +393,29 @@ impl crate::library::Shared for Bucket {
     }
 }
 
-/// Sorts an error into no answer (retry later) and an answer that refuses.
+/// Sorts an error into no answer (retry later) and an answer that refuses. object_store does
+/// not expose the HTTP status of most errors, so some are told by their message.
 fn classify(e: &object_store::Error) -> Failure {
     use object_store::Error;
     let why = e.to_string();
+    let status_4xx = why.contains("status code: 4")
+        && !why.contains("status code: 408")
+        && !why.contains("status code: 429");
     match e {
         Error::NotFound { .. } => Failure::Refused(why),
+        // A local file of the mirror (the disk full, a copy over the size limit).
+        Error::Generic { store: LOCAL, .. } => Failure::Refused(why),
+        // A key object_store cannot take (`a//b`, `..`): the whole listing fails on it.
+        Error::InvalidPath { .. } => Failure::Refused(format!(
+            "{why} (a key object_store cannot read is under the prefix: rename or delete it)"
+        )),
         Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => {
             Failure::Refused(format!("access denied (the key needs s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on the prefix): {why}"))
         }
-        _ if why.contains("status code: 4") || why.contains("error response") => Failure::Refused(why),
+        // AWS answers a wrong region with a redirect without a location.
+        _ if status_4xx || why.contains("error response") || why.contains("redirect without LOCATION") => {
+            Failure::Refused(why)
+        }
         _ => Failure::Unreachable(why),
     }
 }
@@ -414,8 +437,11 @@ pub(crate) fn join_briefly(thread: std::thread::JoinHandle<()>, what: &str) {
     }
 }
 
+/// What local errors are wrapped as, to tell them from the store's.
+const LOCAL: &str = "keiko's mirror";
+
 fn io_error(e: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic { store: "mirror", source: Box::new(e) }
+    object_store::Error::Generic { store: LOCAL, source: Box::new(e) }
 }
 
 /// A key's last segment as a file name: object_store percent-encodes what S3 keys should not

@@ -1,17 +1,21 @@
 //! Where the endpoint, region and credentials of an object store come from: the way AWS tools take
 //! them, so that a host already set up for the `aws` command needs nothing more for keiko.
 //!
-//! Each setting comes from the first of: the environment (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` or `AWS_DEFAULT_REGION`,
+//! Each setting comes from the first of: the environment (`AWS_REGION` or `AWS_DEFAULT_REGION`,
 //! `AWS_ENDPOINT_URL`), then the profile named by `AWS_PROFILE` (else `default`) in the shared
 //! credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) and the shared
 //! config file (`AWS_CONFIG_FILE`, else `~/.aws/config`, where a profile's section is
-//! `[profile NAME]`, or `[default]`). Nothing here is ever logged: the secret's Debug form is
-//! redacted.
+//! `[profile NAME]`, or `[default]`). The credentials come as one set, as AWS tools take them:
+//! `AWS_ACCESS_KEY_ID` with `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) when both are set,
+//! else the profile's keys; with none, object_store asks the container or instance metadata
+//! service. Profiles that delegate (`role_arn`, `sso_*`, `credential_process`) are not followed.
+//! Nothing here is ever logged: the secret's Debug form is redacted.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
 /// What was found, each part from the first place that had it.
 #[derive(Default, Clone, PartialEq, Eq)]
@@ -56,13 +60,47 @@ impl Profile {
         config: &HashMap<String, String>,
     ) -> Profile {
         let files = |key: &str| credentials.get(key).or(config.get(key)).cloned();
+        let (access_key_id, secret_access_key, session_token) =
+            match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+                (Some(id), Some(secret)) => (Some(id), Some(secret), env("AWS_SESSION_TOKEN")),
+                _ => (files("aws_access_key_id"), files("aws_secret_access_key"), files("aws_session_token")),
+            };
         Profile {
             region: env("AWS_REGION").or(env("AWS_DEFAULT_REGION")).or(files("region")),
             endpoint: env("AWS_ENDPOINT_URL").or(files("endpoint_url")),
-            access_key_id: env("AWS_ACCESS_KEY_ID").or(files("aws_access_key_id")),
-            secret_access_key: env("AWS_SECRET_ACCESS_KEY").or(files("aws_secret_access_key")),
-            session_token: env("AWS_SESSION_TOKEN").or(files("aws_session_token")),
+            access_key_id,
+            secret_access_key,
+            session_token,
         }
+    }
+
+    /// `builder` with the credentials found, and every other `AWS_*` variable object_store knows
+    /// (the metadata services' and web identity's, `AWS_ALLOW_HTTP`, ...), as its `from_env` would
+    /// set them, but none of the ones settled here: a stray session token must not join a
+    /// profile's keys.
+    pub(crate) fn apply(&self, mut builder: AmazonS3Builder) -> AmazonS3Builder {
+        const SETTLED: [&str; 6] = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL",
+        ];
+        for (key, value) in std::env::vars() {
+            if key.starts_with("AWS_") && !SETTLED.contains(&key.as_str()) {
+                if let Ok(config_key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                    builder = builder.with_config(config_key, value);
+                }
+            }
+        }
+        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(token) = &self.session_token {
+                builder = builder.with_token(token);
+            }
+        }
+        builder
     }
 }
 
@@ -130,19 +168,29 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_wins_and_secrets_never_show() {
+    fn the_environment_wins_with_whole_credentials_and_secrets_never_show() {
         let env = |name: &str| match name {
+            "AWS_ACCESS_KEY_ID" => Some("AKenv".to_string()),
             "AWS_SECRET_ACCESS_KEY" => Some("from-env-secret".to_string()),
             "AWS_DEFAULT_REGION" => Some("eu-west-1".to_string()),
             _ => None,
         };
-        let profile =
-            Profile::merge(env, &section(CREDENTIALS, "garage", false), &section(CONFIG, "garage", true));
+        let (credentials, config) = (section(CREDENTIALS, "garage", false), section(CONFIG, "garage", true));
+        let profile = Profile::merge(env, &credentials, &config);
+        assert_eq!(profile.access_key_id.as_deref(), Some("AKenv"));
         assert_eq!(profile.secret_access_key.as_deref(), Some("from-env-secret"));
-        assert_eq!(profile.access_key_id.as_deref(), Some("GKgarage"));
         assert_eq!(profile.region.as_deref(), Some("eu-west-1"));
         let shown = format!("{profile:?}");
         assert!(!shown.contains("from-env-secret") && shown.contains("<redacted>"), "{shown}");
+        // Half a set in the environment (a stray token, a secret alone) is not mixed with a profile's.
+        let stray = |name: &str| match name {
+            "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN" => Some("stray".to_string()),
+            _ => None,
+        };
+        let profile = Profile::merge(stray, &credentials, &config);
+        assert_eq!(profile.access_key_id.as_deref(), Some("GKgarage"));
+        assert_eq!(profile.secret_access_key.as_deref(), Some("sgarage"));
+        assert_eq!(profile.session_token, None);
     }
 
     #[test]

@@ -138,6 +138,12 @@ impl Garage {
         self.runtime.block_on(self.client.put(&Key::from(key), payload)).unwrap();
     }
 
+    /// Puts an object under `key` exactly as given: a key another tool wrote, `%2F` and all.
+    pub fn put_raw(&self, key: &str, bytes: &[u8]) {
+        let payload = PutPayload::from(bytes.to_vec());
+        self.runtime.block_on(self.client.put(&Key::parse(key).unwrap(), payload)).unwrap();
+    }
+
     pub fn delete(&self, key: &str) {
         self.runtime.block_on(self.client.delete(&Key::from(key))).unwrap();
     }
