@@ -249,6 +249,8 @@ need_garage() {
   GARAGE="$(command -v garage 2>/dev/null || true)"
   [ -n "$GARAGE" ] || { [ -x "$cargo_bin/garage" ] && GARAGE="$cargo_bin/garage"; }
   if [ -z "$GARAGE" ]; then
+    # Its libsodium is built from source with ./configure and make.
+    need_packages make
     log "installing Garage $GARAGE_VERSION (cargo install garage --locked: about 11 minutes on 2 cores, once)"
     cargo install garage --locked --version "$GARAGE_VERSION" || die "cargo install garage failed"
     GARAGE="$cargo_bin/garage"
